@@ -1,0 +1,1 @@
+"""ml_collections configs: pick one as `--config experiments/FILE.py:VARIANT`."""

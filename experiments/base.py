@@ -1,0 +1,44 @@
+"""Fields every experiment shares; each experiment file overrides what it changes.
+
+Sizes are in ST blocks. The paper counts attention layers, and each block has two
+(spatial + temporal), so the paper's "48 layers" is 24 blocks here: that reading gives
+the 10.1B dynamics model exactly (24 blocks x 16 x 5120^2), the ~200M tokenizer, and
+Jasmine's 4+4 / 6-block CoinRun shapes for the paper's 8+8 / 12 layers.
+"""
+import ml_collections
+
+from genie_jax.parallel import DEFAULT_RULES
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.phase = "tokenizer"            # tokenizer | lam_dynamics
+  c.seed = 0
+  c.dtype = "float32"              # compute dtype: float32 | bfloat16 (params stay float32)
+  c.remat = "none"                 # none | full | dots | dots_no_batch
+
+  c.data = ml_collections.ConfigDict(dict(
+      name="coinrun", data_dir="data", split="train", eval_split="validation",
+      window=16, stride=1, num_threads=2, height=64, width=64))
+
+  c.tokenizer = ml_collections.ConfigDict(dict(
+      patch=4, enc_dim=512, enc_blocks=4, enc_heads=8, dec_dim=512, dec_blocks=4, dec_heads=8,
+      num_codes=1024, latent_dim=32, dead_code_steps=0))
+  c.lam = ml_collections.ConfigDict(dict(
+      patch=16, dim=512, enc_blocks=4, dec_blocks=4, num_heads=8, num_actions=6, latent_dim=32,
+      dead_code_steps=100, weight=1.0))
+  c.dynamics = ml_collections.ConfigDict(dict(
+      dim=512, num_blocks=6, num_heads=8, head_dim=0, action_conditioning="token",
+      mask_rate_min=0.5, mask_rate_max=1.0))
+  c.sampling = ml_collections.ConfigDict(dict(steps=25, temperature=1.0, gumbel_scale=1.0))
+
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+  c.rules = DEFAULT_RULES
+
+  c.optim = ml_collections.ConfigDict(dict(
+      lr=3e-4, end_lr_ratio=0.1, warmup_steps=1000, b1=0.9, b2=0.9, weight_decay=1e-4,
+      grad_clip=1.0, grad_accum=1))
+  c.train = ml_collections.ConfigDict(dict(
+      steps=200_000, batch_size=48, log_every=100, image_every=1000, ckpt_every=1000,
+      keep=3, keep_period=0, tokenizer_workdir="", eval_every=0, eval_clips=16))
+  return c

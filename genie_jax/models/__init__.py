@@ -1,0 +1,1 @@
+"""The three networks of Genie, built from one ST-transformer block type."""

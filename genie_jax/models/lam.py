@@ -1,0 +1,85 @@
+"""Latent action model on pixels (Genie, Sec. 2.1).
+
+Encoder: patches of x_1..x_T plus one learned "action slot" token per frame, through a
+causal ST-transformer; the slot's output at frame t+1 has seen x_<=t+1, and is
+quantized into the latent action a_t (A codes) of the transition x_t -> x_t+1.
+Decoder: patches of x_1..x_T-1 with a_t added to every token of frame t, through a
+causal ST-transformer; its output at frame t reconstructs x_t+1. So a_t is the only
+path by which the decoder learns anything about x_t+1.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from genie_jax.models import patching
+from genie_jax.models.layers import Dense, PositionalEmbedding, param
+from genie_jax.models.quantizer import VectorQuantizer
+from genie_jax.models.st_transformer import STTransformer
+
+
+class LAMOutput(NamedTuple):
+  prediction: jax.Array  # float [B, T-1, H, W, 3]: predicted x_2..x_T
+  actions: jax.Array     # int32 [B, T-1]: a_t for transitions x_t -> x_t+1
+  vq_loss: jax.Array
+  latents: jax.Array     # [B, T-1, C] normalised pre-quantization actions
+
+
+class LatentActionModel(nnx.Module):
+  def __init__(self, *, height: int, width: int, patch: int, max_frames: int, dim: int,
+               enc_layers: int, dec_layers: int, num_heads: int, num_actions: int,
+               latent_dim: int, rngs: nnx.Rngs, dtype=jnp.float32, param_dtype=jnp.float32,
+               remat: str = "none"):
+    self.height, self.width, self.patch = height, width, patch
+    grid = patching.token_grid(height, width, patch)
+    tokens = grid[0] * grid[1]
+    pixels = patch * patch * 3
+    kw = dict(rngs=rngs, param_dtype=param_dtype)
+    self.enc_patch = Dense(pixels, dim, names=("patch", "embed"), dtype=dtype, **kw)
+    self.action_slot = param(rngs, nnx.initializers.normal(0.02), (dim,), ("embed",), param_dtype)
+    self.enc_pos = PositionalEmbedding(max_frames, tokens + 1, dim, **kw)
+    self.encoder = STTransformer(dim=dim, num_layers=enc_layers, num_heads=num_heads, dtype=dtype,
+                                 remat=remat, **kw)
+    self.to_latent = Dense(dim, latent_dim, names=("embed", "latent"), dtype=dtype, **kw)
+    self.quantizer = VectorQuantizer(num_codes=num_actions, code_dim=latent_dim, **kw)
+    self.action_in = Dense(latent_dim, dim, names=("latent", "embed"), dtype=dtype, **kw)
+    self.dec_patch = Dense(pixels, dim, names=("patch", "embed"), dtype=dtype, **kw)
+    self.dec_pos = PositionalEmbedding(max_frames, tokens, dim, **kw)
+    self.decoder = STTransformer(dim=dim, num_layers=dec_layers, num_heads=num_heads, dtype=dtype,
+                                 remat=remat, **kw)
+    self.patch_out = Dense(dim, pixels, names=("embed", "patch"), dtype=dtype, **kw)
+    self.dtype = dtype
+
+  @property
+  def num_actions(self) -> int:
+    return self.quantizer.codebook[...].shape[0]
+
+  def _patches(self, video: jax.Array) -> jax.Array:
+    if video.ndim != 5 or video.shape[2:] != (self.height, self.width, 3) or video.shape[1] < 2:
+      raise ValueError(f"LAM expects video [B, T>=2, {self.height}, {self.width}, 3], got {video.shape}")
+    return patching.patchify(patching.to_unit_float(video), self.patch)
+
+  def _encode(self, patches: jax.Array):
+    b, t = patches.shape[:2]
+    x = self.enc_patch(patches)
+    slot = jnp.broadcast_to(self.action_slot[...].astype(x.dtype), (b, t, 1, x.shape[-1]))
+    x = self.encoder(self.enc_pos(jnp.concatenate([x, slot], axis=2)))
+    # slot output at frame t+1 (sees x_<=t+1) -> a_t
+    return self.quantizer(self.to_latent(x[:, 1:, -1]))
+
+  def __call__(self, video: jax.Array) -> LAMOutput:
+    """video [B, T, H, W, 3] -> predictions of x_2..x_T from x_<=t and a_t."""
+    patches = self._patches(video)
+    q = self._encode(patches)
+    x = self.dec_pos(self.dec_patch(patches[:, :-1]))
+    x = x + self.action_in(q.quantized.astype(self.dtype))[:, :, None, :]
+    pixels = self.patch_out(self.decoder(x)).astype(jnp.float32)
+    prediction = patching.unpatchify(pixels, patch=self.patch, height=self.height, width=self.width)
+    return LAMOutput(prediction, q.indices, q.loss, q.normalized)
+
+  def infer_actions(self, video: jax.Array) -> jax.Array:
+    """video [B, T, H, W, 3] -> int32 [B, T-1]: a_t for each transition x_t -> x_t+1."""
+    return self._encode(self._patches(video)).indices

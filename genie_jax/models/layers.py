@@ -1,0 +1,127 @@
+"""Parameter helpers and the small layers every model shares (dense, norm, MLP, embeddings).
+
+Every parameter is created through `param(...)`, which records its logical axis names
+(`out_sharding` metadata) for genie_jax/parallel.py. Norms and their statistics run in
+float32 whatever the compute dtype.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+
+def param(rngs: nnx.Rngs, init, shape: Sequence[int], names: Sequence[str | None],
+          dtype=jnp.float32) -> nnx.Param:
+  if len(names) != len(shape):
+    raise ValueError(f"{len(names)} axis names {tuple(names)} for a parameter of shape {tuple(shape)}")
+  return nnx.Param(init(rngs.params(), tuple(shape), dtype), out_sharding=tuple(names))
+
+
+class Dense(nnx.Module):
+  """y = x @ W (+ b) over the last axis; W has logical names (in_name, *out_names)."""
+
+  def __init__(self, in_features: int, out_shape: Sequence[int] | int, *,
+               names: Sequence[str | None], rngs: nnx.Rngs, use_bias: bool = True,
+               dtype=jnp.float32, param_dtype=jnp.float32, zero_init: bool = False):
+    out_shape = (out_shape,) if isinstance(out_shape, int) else tuple(out_shape)
+    init = (nnx.initializers.zeros if zero_init else
+            nnx.initializers.variance_scaling(1.0, "fan_in", "truncated_normal",
+                                              in_axis=0, out_axis=tuple(range(1, 1 + len(out_shape)))))
+    self.kernel = param(rngs, init, (in_features, *out_shape), names, param_dtype)
+    self.bias = (param(rngs, nnx.initializers.zeros, out_shape, names[1:], param_dtype)
+                 if use_bias else None)
+    self.dtype = dtype
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    kernel = self.kernel[...].astype(self.dtype)
+    y = jnp.tensordot(x.astype(self.dtype), kernel, axes=((x.ndim - 1,), (0,)))
+    if self.bias is not None:
+      y = y + self.bias[...].astype(self.dtype)
+    return y
+
+
+class DenseIn(nnx.Module):
+  """Contracts several trailing axes: x [..., N, H] @ W [N, H, D] -> [..., D] (attention output)."""
+
+  def __init__(self, in_shape: Sequence[int], out_features: int, *, names: Sequence[str | None],
+               rngs: nnx.Rngs, dtype=jnp.float32, param_dtype=jnp.float32):
+    init = nnx.initializers.variance_scaling(1.0, "fan_in", "truncated_normal",
+                                             in_axis=tuple(range(len(in_shape))), out_axis=-1)
+    self.kernel = param(rngs, init, (*in_shape, out_features), names, param_dtype)
+    self.bias = param(rngs, nnx.initializers.zeros, (out_features,), names[-1:], param_dtype)
+    self.dtype = dtype
+    self._n_in = len(in_shape)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    axes = tuple(range(x.ndim - self._n_in, x.ndim))
+    y = jnp.tensordot(x.astype(self.dtype), self.kernel[...].astype(self.dtype),
+                      axes=(axes, tuple(range(self._n_in))))
+    return y + self.bias[...].astype(self.dtype)
+
+
+class LayerNorm(nnx.Module):
+  """LayerNorm (or RMSNorm with `rms=True`) over the last axis, computed in float32."""
+
+  def __init__(self, dim: int, *, name: str | None, rngs: nnx.Rngs, rms: bool = False,
+               eps: float = 1e-6, param_dtype=jnp.float32):
+    self.scale = param(rngs, nnx.initializers.ones, (dim,), (name,), param_dtype)
+    self.bias = None if rms else param(rngs, nnx.initializers.zeros, (dim,), (name,), param_dtype)
+    self.eps = eps
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    dtype = x.dtype
+    x = x.astype(jnp.float32)
+    if self.bias is None:
+      x = x * jax.lax.rsqrt(jnp.mean(jnp.square(x), axis=-1, keepdims=True) + self.eps)
+      y = x * self.scale[...]
+    else:
+      mean = jnp.mean(x, axis=-1, keepdims=True)
+      var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
+      y = (x - mean) * jax.lax.rsqrt(var + self.eps) * self.scale[...] + self.bias[...]
+    return y.astype(dtype)
+
+
+class MLP(nnx.Module):
+  """The block's one feed-forward layer: D -> 4D (gelu) -> D."""
+
+  def __init__(self, dim: int, hidden: int, *, rngs: nnx.Rngs, dtype=jnp.float32,
+               param_dtype=jnp.float32):
+    self.up = Dense(dim, hidden, names=("embed", "mlp"), rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+    self.down = Dense(hidden, dim, names=("mlp", "embed"), rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return self.down(jax.nn.gelu(self.up(x)))
+
+
+class Embed(nnx.Module):
+  """Lookup table [num, D]; `attend` reuses nothing (heads are separate Dense layers)."""
+
+  def __init__(self, num: int, dim: int, *, names: Sequence[str | None], rngs: nnx.Rngs,
+               param_dtype=jnp.float32):
+    self.table = param(rngs, nnx.initializers.normal(0.02), (num, dim), names, param_dtype)
+
+  def __call__(self, ids: jax.Array, dtype=jnp.float32) -> jax.Array:
+    return jnp.take(self.table[...], ids, axis=0).astype(dtype)
+
+
+class PositionalEmbedding(nnx.Module):
+  """Learned positions over the time and space axes, added once at the model input."""
+
+  def __init__(self, max_frames: int, tokens_per_frame: int, dim: int, *, rngs: nnx.Rngs,
+               param_dtype=jnp.float32):
+    self.time = param(rngs, nnx.initializers.normal(0.02), (max_frames, dim), ("time", "embed"), param_dtype)
+    self.space = param(rngs, nnx.initializers.normal(0.02), (tokens_per_frame, dim), ("space", "embed"), param_dtype)
+
+  def __call__(self, x: jax.Array, *, time_offset: jax.Array | int = 0) -> jax.Array:
+    """x [B, T, S, D] + positions of frames time_offset .. time_offset+T-1."""
+    num_frames, num_tokens = x.shape[1], x.shape[2]
+    if num_tokens != self.space[...].shape[0]:
+      raise ValueError(f"{num_tokens} tokens per frame, positions built for {self.space[...].shape[0]}")
+    if num_frames > self.time[...].shape[0]:
+      raise ValueError(f"{num_frames} frames, but the model was built for at most "
+                       f"{self.time[...].shape[0]} (max_frames)")
+    time = jax.lax.dynamic_slice_in_dim(self.time[...], time_offset, num_frames, axis=0)
+    return x + (time[:, None, :] + self.space[...][None, :, :]).astype(x.dtype)

@@ -1,0 +1,78 @@
+"""Vector quantizer with cosine (L2-normalised) lookup, straight-through gradients,
+codebook + 0.25 commitment losses, usage statistics and dead-code re-seeding.
+
+Dead codes are a known failure (the LAM especially): the trainer keeps, per code, the
+number of steps since it was last chosen, and `reseed_dead_codes` replaces codes unused
+for `max_age` steps with encoder outputs drawn from the current batch.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from genie_jax.models.layers import param
+
+
+class QuantizerOutput(NamedTuple):
+  quantized: jax.Array   # [..., C] straight-through: value = code, gradient -> encoder output
+  indices: jax.Array     # int32 [...]
+  loss: jax.Array        # scalar: codebook loss + commitment * commitment loss
+  normalized: jax.Array  # [..., C] L2-normalised encoder outputs (re-seeding candidates)
+
+
+def _l2_normalize(x: jax.Array, eps: float = 1e-6) -> jax.Array:
+  return x * jax.lax.rsqrt(jnp.sum(jnp.square(x), axis=-1, keepdims=True) + eps)
+
+
+class VectorQuantizer(nnx.Module):
+  def __init__(self, *, num_codes: int, code_dim: int, rngs: nnx.Rngs, commitment: float = 0.25,
+               param_dtype=jnp.float32):
+    self.codebook = param(rngs, nnx.initializers.normal(1.0), (num_codes, code_dim),
+                          ("codebook", "latent"), param_dtype)
+    self.commitment = commitment
+
+  def lookup(self, indices: jax.Array) -> jax.Array:
+    """int [...] -> normalised codes [..., C] (float32)."""
+    return jnp.take(_l2_normalize(self.codebook[...].astype(jnp.float32)), indices, axis=0)
+
+  def __call__(self, z: jax.Array) -> QuantizerOutput:
+    """z [..., C] -> nearest code by cosine similarity (computed in float32)."""
+    z = _l2_normalize(z.astype(jnp.float32))
+    codes = _l2_normalize(self.codebook[...].astype(jnp.float32))
+    indices = jnp.argmax(jnp.einsum("...c,kc->...k", z, codes), axis=-1).astype(jnp.int32)
+    chosen = jnp.take(codes, indices, axis=0)
+    codebook_loss = jnp.mean(jnp.square(jax.lax.stop_gradient(z) - chosen))
+    commitment_loss = jnp.mean(jnp.square(z - jax.lax.stop_gradient(chosen)))
+    quantized = z + jax.lax.stop_gradient(chosen - z)
+    return QuantizerOutput(quantized, indices, codebook_loss + self.commitment * commitment_loss, z)
+
+
+def code_usage(indices: jax.Array, num_codes: int) -> jax.Array:
+  """How often each code was chosen: int32 [K]."""
+  return jnp.zeros((num_codes,), jnp.int32).at[indices.reshape(-1)].add(1)
+
+
+def perplexity(counts: jax.Array) -> jax.Array:
+  """exp(entropy) of the code distribution: K when uniform, 1 when collapsed."""
+  p = counts / jnp.maximum(jnp.sum(counts), 1)
+  return jnp.exp(-jnp.sum(jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1.0)), 0.0)))
+
+
+def update_code_age(age: jax.Array, counts: jax.Array) -> jax.Array:
+  """Steps since each code was last used: reset to 0 where used this step, else +1."""
+  return jnp.where(counts > 0, 0, age + 1)
+
+
+def reseed_dead_codes(codebook: jax.Array, age: jax.Array, candidates: jax.Array,
+                      key: jax.Array, max_age: int) -> tuple[jax.Array, jax.Array]:
+  """Replaces codes unused for >= max_age steps with random rows of `candidates` [M, C].
+
+  Returns (new codebook [K, C], new age [K]); re-seeded codes get age 0.
+  """
+  flat = candidates.reshape(-1, candidates.shape[-1]).astype(codebook.dtype)
+  picks = jax.random.randint(key, (codebook.shape[0],), 0, flat.shape[0])
+  dead = age >= max_age
+  return jnp.where(dead[:, None], flat[picks], codebook), jnp.where(dead, 0, age)

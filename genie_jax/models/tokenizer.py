@@ -1,0 +1,87 @@
+"""Video tokenizer: ST-ViViT VQ-VAE (Genie, Sec. 2.1). Frames -> discrete tokens z_t -> frames.
+
+patchify -> linear -> + positions -> ST encoder (causal in time, so z_t depends on
+frames <= t only) -> linear to the latent -> VQ (K codes) -> linear -> + positions ->
+ST decoder -> linear -> unpatchify. Pixels are float in [0, 1].
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from genie_jax.models import patching
+from genie_jax.models.layers import Dense, PositionalEmbedding
+from genie_jax.models.quantizer import VectorQuantizer
+from genie_jax.models.st_transformer import STTransformer
+
+
+class TokenizerOutput(NamedTuple):
+  reconstruction: jax.Array  # float [B, T, H, W, 3]
+  tokens: jax.Array          # int32 [B, T, h, w]
+  vq_loss: jax.Array
+  latents: jax.Array         # [B, T, S, C] normalised encoder outputs
+
+
+class VideoTokenizer(nnx.Module):
+  def __init__(self, *, height: int, width: int, patch: int, max_frames: int, enc_dim: int,
+               enc_layers: int, enc_heads: int, dec_dim: int, dec_layers: int, dec_heads: int,
+               num_codes: int, latent_dim: int, rngs: nnx.Rngs, dtype=jnp.float32,
+               param_dtype=jnp.float32, remat: str = "none"):
+    self.height, self.width, self.patch = height, width, patch
+    self.grid = patching.token_grid(height, width, patch)
+    tokens = self.grid[0] * self.grid[1]
+    pixels = patch * patch * 3
+    kw = dict(rngs=rngs, param_dtype=param_dtype)
+    self.patch_in = Dense(pixels, enc_dim, names=("patch", "embed"), dtype=dtype, **kw)
+    self.enc_pos = PositionalEmbedding(max_frames, tokens, enc_dim, **kw)
+    self.encoder = STTransformer(dim=enc_dim, num_layers=enc_layers, num_heads=enc_heads,
+                                 dtype=dtype, remat=remat, **kw)
+    self.to_latent = Dense(enc_dim, latent_dim, names=("embed", "latent"), dtype=dtype, **kw)
+    self.quantizer = VectorQuantizer(num_codes=num_codes, code_dim=latent_dim, **kw)
+    self.from_latent = Dense(latent_dim, dec_dim, names=("latent", "embed"), dtype=dtype, **kw)
+    self.dec_pos = PositionalEmbedding(max_frames, tokens, dec_dim, **kw)
+    self.decoder = STTransformer(dim=dec_dim, num_layers=dec_layers, num_heads=dec_heads,
+                                 dtype=dtype, remat=remat, **kw)
+    self.patch_out = Dense(dec_dim, pixels, names=("embed", "patch"), dtype=dtype, **kw)
+    self.dtype = dtype
+
+  @property
+  def num_codes(self) -> int:
+    return self.quantizer.codebook[...].shape[0]
+
+  def _check(self, video: jax.Array) -> None:
+    if video.ndim != 5 or video.shape[2:] != (self.height, self.width, 3):
+      raise ValueError(f"tokenizer expects video [B, T, {self.height}, {self.width}, 3], "
+                       f"got shape {video.shape}")
+
+  def _encode(self, video: jax.Array):
+    self._check(video)
+    x = self.patch_in(patching.patchify(patching.to_unit_float(video), self.patch))
+    x = self.encoder(self.enc_pos(x))
+    return self.quantizer(self.to_latent(x))
+
+  def _decode_latents(self, latents: jax.Array) -> jax.Array:
+    x = self.decoder(self.dec_pos(self.from_latent(latents)))
+    pixels = self.patch_out(x).astype(jnp.float32)
+    return patching.unpatchify(pixels, patch=self.patch, height=self.height, width=self.width)
+
+  def __call__(self, video: jax.Array) -> TokenizerOutput:
+    """video uint8 or float [B, T, H, W, 3] -> reconstruction, tokens, VQ loss."""
+    q = self._encode(video)
+    b, t = q.indices.shape[:2]
+    return TokenizerOutput(self._decode_latents(q.quantized), q.indices.reshape(b, t, *self.grid),
+                           q.loss, q.normalized)
+
+  def encode(self, video: jax.Array) -> jax.Array:
+    """video [B, T, H, W, 3] -> tokens int32 [B, T, h, w]."""
+    q = self._encode(video)
+    return q.indices.reshape(*q.indices.shape[:2], *self.grid)
+
+  def decode(self, tokens: jax.Array) -> jax.Array:
+    """tokens int [B, T, h, w] -> video float32 [B, T, H, W, 3] (clipped to [0, 1])."""
+    b, t = tokens.shape[:2]
+    latents = self.quantizer.lookup(tokens.reshape(b, t, -1)).astype(self.dtype)
+    return jnp.clip(self._decode_latents(latents), 0.0, 1.0)

@@ -1,0 +1,29 @@
+"""Forces 8 simulated CPU devices before JAX starts, and builds small datasets once."""
+import os
+
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def sprites_dir(tmp_path_factory):
+  """A small sprites dataset (train 12 episodes x 40 frames)."""
+  from data_pipelines import sprites
+  data_dir = str(tmp_path_factory.mktemp("data"))
+  sprites.build(data_dir=data_dir, episodes=12, eval_episodes=4, max_steps=40, chunk_size=24,
+                min_frames=16)
+  return data_dir
+
+
+@pytest.fixture(scope="session")
+def coinrun_dir(tmp_path_factory):
+  """A few short generated CoinRun episodes."""
+  from data_pipelines import coinrun
+  data_dir = str(tmp_path_factory.mktemp("coinrun"))
+  coinrun.build(data_dir=data_dir, episodes=6, eval_episodes=2, max_steps=40, num_levels=50,
+                chunk_size=32, min_frames=16, progress=False)
+  return data_dir

@@ -1,0 +1,159 @@
+"""Datasets and the Grain loader: layout, alignment, episode boundaries, resume, sharding."""
+import numpy as np
+import pytest
+
+from data_pipelines import coinrun, loader, records, sprites, video_folder
+
+
+def test_chunk_starts_cover_episode_and_respect_min_frames():
+  for n, c, m in [(100, 32, 16), (40, 24, 16), (16, 16, 16), (17, 16, 8), (5, 16, 8)]:
+    starts = records.chunk_starts(n, c, m)
+    if n < m:
+      assert starts == []
+      continue
+    covered = np.zeros(n, bool)
+    for s in starts:
+      stop = min(s + c, n)
+      assert stop - s >= m and s >= 0
+      covered[s:stop] = True
+    assert covered.all()
+
+
+def test_coinrun_round_trip(coinrun_dir):
+  source, meta = records.open_split(coinrun_dir, "coinrun", "train")
+  assert meta["num_actions"] == coinrun.NUM_PROCGEN_ACTIONS and meta["has_actions"]
+  assert len(source) > 0
+  for i in range(len(source)):
+    r = source[i]
+    assert r["frames"].dtype == np.uint8 and r["frames"].shape[1:] == (64, 64, 3)
+    assert r["actions"].dtype == np.int32 and r["actions"].shape == r["frames"].shape[:1]
+    assert 16 <= r["frames"].shape[0] <= 32
+    assert ((r["actions"] >= 0) & (r["actions"] < 15)).all()
+
+
+def test_coinrun_actions_aligned_with_frames(tmp_path):
+  """Replaying the stored actions from the same level reproduces the stored frames."""
+  from procgen import ProcgenGym3Env
+  episode = next(coinrun.generate_episodes(split="test", episodes=1, max_steps=20, num_levels=1,
+                                           seed=3, num_envs=1, progress=False))
+  start, _ = coinrun.level_range(split="test", seed=3, num_levels=1)
+  env = ProcgenGym3Env(num=1, env_name="coinrun", distribution_mode="hard", start_level=start,
+                       num_levels=1, rand_seed=3 * 7919 + 2)
+  for t in range(len(episode.actions) - 1):
+    _, obs, _ = env.observe()
+    np.testing.assert_array_equal(obs["rgb"][0], episode.frames[t])
+    env.act(episode.actions[t:t + 1])  # actions[t] causes frames[t] -> frames[t+1]
+
+
+def test_coinrun_splits_use_disjoint_levels():
+  ranges = [coinrun.level_range(split=s, seed=1, num_levels=100) for s in ("train", "validation", "test")]
+  for i in range(3):
+    for j in range(i + 1, 3):
+      assert ranges[i][1] <= ranges[j][0] or ranges[j][1] <= ranges[i][0]
+
+
+def test_sprites_actions_move_the_sprite():
+  ep = sprites.render_episode(seed=0, num_steps=30)
+  for t in range(29):
+    diff = np.abs(ep.frames[t + 1].astype(int) - ep.frames[t].astype(int)).sum()
+    if ep.actions[t] == 0:
+      assert diff == 0  # "stay" leaves the frame unchanged
+
+
+def _windows(ds, n):
+  return [ds[i] for i in range(n)]
+
+
+def test_windows_never_cross_episodes(sprites_dir):
+  ds, _ = loader.host_dataset(data_dir=sprites_dir, name="sprites", split="train",
+                              local_batch_size=4, window=8, stride=2, seed=0)
+  source, _ = records.open_split(sprites_dir, "sprites", "train")
+  episodes = {}
+  for i in range(len(source)):
+    r = source[i]
+    episodes.setdefault(int(r["episode_id"]), {}).update(
+        {int(r["start_frame"]) + k: r["frames"][k] for k in range(r["frames"].shape[0])})
+  for batch in _windows(ds, 10):
+    for b in range(4):
+      ep = episodes[int(batch["episode_id"][b])]
+      start = int(batch["start_frame"][b])
+      for k in range(8):
+        frame_index = start + 2 * k
+        assert frame_index in ep  # the window stays inside its episode
+        np.testing.assert_array_equal(batch["frames"][b, k], ep[frame_index])
+
+
+def test_same_seed_same_batches_and_exact_resume(sprites_dir):
+  import jax
+  from genie_jax import parallel
+  mesh = parallel.make_mesh(data=-1)
+  cfg = _data_cfg(sprites_dir)
+  a = loader.make_iterator(cfg, mesh=mesh, rules=parallel.DEFAULT_RULES, global_batch_size=8, seed=5)
+  full = [jax.device_get(next(a)) for _ in range(6)]
+  b = loader.make_iterator(cfg, mesh=mesh, rules=parallel.DEFAULT_RULES, global_batch_size=8, seed=5)
+  for _ in range(3):
+    next(b)
+  state = b.get_state()
+  c = loader.make_iterator(cfg, mesh=mesh, rules=parallel.DEFAULT_RULES, global_batch_size=8, seed=5)
+  c.set_state(state)
+  for k in range(3, 6):
+    got = jax.device_get(next(c))
+    for key in full[k]:
+      np.testing.assert_array_equal(got[key], full[k][key])
+  assert full[0]["frames"].dtype == np.uint8
+
+
+def test_batches_are_global_arrays_on_the_mesh(sprites_dir):
+  from genie_jax import parallel
+  mesh = parallel.make_mesh(data=2, fsdp=2, tensor=2)
+  it = loader.make_iterator(_data_cfg(sprites_dir), mesh=mesh, rules=parallel.DEFAULT_RULES,
+                            global_batch_size=8, seed=0)
+  batch = next(it)
+  assert batch["frames"].shape == (8, 8, 64, 64, 3)
+  assert batch["frames"].sharding.spec[0] == ("data", "fsdp")
+
+
+def test_two_processes_get_disjoint_windows(sprites_dir):
+  seen = []
+  for p in range(2):
+    ds, _ = loader.host_dataset(data_dir=sprites_dir, name="sprites", split="train",
+                                local_batch_size=2, window=8, seed=0, process_index=p, process_count=2)
+    seen.append({(int(e), int(s)) for batch in _windows(ds, 3)
+                 for e, s in zip(batch["episode_id"], batch["start_frame"])})
+  assert seen[0] and seen[1] and not (seen[0] & seen[1])
+
+
+def test_window_longer_than_records_is_refused(sprites_dir):
+  with pytest.raises(ValueError, match="min_frames"):
+    loader.host_dataset(data_dir=sprites_dir, name="sprites", split="train", local_batch_size=2,
+                        window=17, seed=0)
+
+
+def test_missing_dataset_named(tmp_path):
+  with pytest.raises(FileNotFoundError, match="no dataset 'coinrun'"):
+    records.open_split(str(tmp_path), "coinrun", "train")
+
+
+def test_video_folder_names_the_corrupt_file(tmp_path):
+  import imageio.v3 as iio
+  src = tmp_path / "videos"
+  src.mkdir()
+  rng = np.random.default_rng(0)
+  iio.imwrite(src / "good.gif", (rng.random((20, 30, 40, 3)) * 255).astype(np.uint8))
+  np.save(src / "good2.npy", (rng.random((18, 90, 160, 3)) * 255).astype(np.uint8))
+  (src / "broken.mp4").write_bytes(b"this is not a video")
+  summaries, failures = video_folder.build(src=str(src), data_dir=str(tmp_path / "d"),
+                                           resolution=(90, 160), log=lambda *_: None)
+  assert [p for p, _ in failures] == [str(src / "broken.mp4")]
+  assert sum(s.episodes_written for s in summaries.values()) == 2
+  source, meta = records.open_split(str(tmp_path / "d"), "video_folder", "train")
+  r = source[0]
+  assert r["frames"].shape[1:] == (90, 160, 3) and (r["actions"] == -1).all()
+  with pytest.raises(video_folder.VideoDecodeError, match="broken.mp4"):
+    video_folder.build(src=str(src), data_dir=str(tmp_path / "d2"), resolution=(64, 64), on_error="stop")
+
+
+def _data_cfg(data_dir):
+  import ml_collections
+  return ml_collections.ConfigDict(dict(name="sprites", data_dir=data_dir, split="train", window=8,
+                                        stride=1, num_threads=2))

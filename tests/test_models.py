@@ -1,0 +1,199 @@
+"""The networks against independent references: NumPy attention, causality, isolation of
+frames in spatial attention, cache == recompute, VQ nearest code and straight-through
+gradient, dead-code re-seeding, the action off-by-one, the paper's parameter counts."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from experiments import coinrun, platformers, tiny
+from genie_jax import params as param_counts
+from genie_jax.models import build, dynamics, patching, quantizer
+from genie_jax.models.st_transformer import Attention, STBlock, STTransformer
+
+
+def _np_attention(q, k, v, causal):
+  logits = np.einsum("bqnh,bknh->bnqk", q, k) / np.sqrt(q.shape[-1])
+  if causal:
+    logits = np.where(np.tril(np.ones(logits.shape[-2:], bool)), logits, -np.inf)
+  w = np.exp(logits - logits.max(-1, keepdims=True))
+  w /= w.sum(-1, keepdims=True)
+  return np.einsum("bnqk,bknh->bqnh", w, v)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_attention_matches_numpy(causal):
+  q, k, v = np.random.default_rng(0).normal(size=(3, 2, 5, 4, 8)).astype(np.float32)
+  got = Attention.attend(jnp.asarray(q), jnp.asarray(k), jnp.asarray(v), causal=causal)
+  np.testing.assert_allclose(got, _np_attention(q, k, v, causal), rtol=1e-5, atol=1e-5)
+
+
+def _stack(layers=2):
+  return STTransformer(dim=32, num_layers=layers, num_heads=4, rngs=nnx.Rngs(0))
+
+
+def test_temporal_causality():
+  model = _stack()
+  x = jax.random.normal(jax.random.key(1), (2, 6, 5, 32))
+  t = 3
+  y = model(x)
+  y2 = model(x.at[:, t + 1:].add(jax.random.normal(jax.random.key(2), x[:, t + 1:].shape)))
+  np.testing.assert_allclose(y[:, :t + 1], y2[:, :t + 1], atol=1e-6)
+  assert not np.allclose(y[:, t + 1:], y2[:, t + 1:])
+
+
+def test_spatial_attention_stays_within_a_frame():
+  block = STBlock(32, 4, rngs=nnx.Rngs(0))
+  x = jax.random.normal(jax.random.key(1), (1, 4, 6, 32))
+  x2 = x.at[:, 2, 0].add(jax.random.normal(jax.random.key(2), (32,)))  # change one token of frame 2
+  y, y2 = block._spatial(x), block._spatial(x2)
+  changed = np.abs(np.asarray(y2 - y)).max(axis=(0, 2, 3)) > 1e-6
+  np.testing.assert_array_equal(changed, [False, False, True, False])
+  assert np.abs(np.asarray(y2 - y)[:, 2, 1:]).max() > 1e-6  # other tokens of that frame see it
+
+
+def test_cached_step_equals_full_forward():
+  model = _stack(3)
+  x = jax.random.normal(jax.random.key(1), (2, 5, 4, 32))
+  full = model(x)
+  _, cache = model(x[:, :4], return_kv=True)
+  pad = lambda a: jnp.pad(a, ((0, 0), (0, 0), (0, 3), (0, 0), (0, 0), (0, 0)))  # T_max = 7
+  y, frame_cache = model.step(x[:, 4:5], type(cache)(pad(cache.k), pad(cache.v)), jnp.int32(4))
+  np.testing.assert_allclose(y, full[:, 4:5], rtol=2e-5, atol=2e-5)
+  _, all_cache = model(x, return_kv=True)
+  np.testing.assert_allclose(frame_cache.k, all_cache.k[:, :, 4:5], rtol=2e-5, atol=2e-5)
+
+
+def test_quantizer_forward_is_nearest_code_by_cosine():
+  vq = quantizer.VectorQuantizer(num_codes=16, code_dim=8, rngs=nnx.Rngs(0))
+  z = np.random.default_rng(1).normal(size=(5, 7, 8)).astype(np.float32)
+  out = vq(jnp.asarray(z))
+  codes = np.asarray(vq.codebook[...])
+  cos = (z / np.linalg.norm(z, axis=-1, keepdims=True)) @ (codes / np.linalg.norm(codes, axis=-1, keepdims=True)).T
+  np.testing.assert_array_equal(out.indices, cos.argmax(-1))
+  expected = codes[cos.argmax(-1)] / np.linalg.norm(codes[cos.argmax(-1)], axis=-1, keepdims=True)
+  np.testing.assert_allclose(out.quantized, expected, atol=1e-5)
+
+
+def test_quantizer_gradient_passes_straight_through():
+  vq = quantizer.VectorQuantizer(num_codes=16, code_dim=8, rngs=nnx.Rngs(0))
+  z = jax.random.normal(jax.random.key(3), (4, 8))
+  c = jax.random.normal(jax.random.key(4), (4, 8))
+  grad_vq = jax.grad(lambda z: jnp.sum(c * vq(z).quantized))(z)
+  # the same function with the quantization removed: only the L2 normalisation remains
+  grad_ref = jax.grad(lambda z: jnp.sum(c * z / jnp.linalg.norm(z, axis=-1, keepdims=True)))(z)
+  np.testing.assert_allclose(grad_vq, grad_ref, rtol=1e-4, atol=1e-5)
+
+
+def test_dead_codes_are_reseeded():
+  codebook = jnp.arange(12.0).reshape(4, 3)
+  counts = quantizer.code_usage(jnp.array([0, 0, 2]), 4)
+  np.testing.assert_array_equal(counts, [2, 0, 1, 0])
+  age = quantizer.update_code_age(jnp.array([5, 9, 0, 2]), counts)
+  np.testing.assert_array_equal(age, [0, 10, 0, 3])
+  candidates = jnp.full((6, 3), -1.0)
+  new, new_age = quantizer.reseed_dead_codes(codebook, age, candidates, jax.random.key(0), max_age=3)
+  np.testing.assert_array_equal(new[np.array([1, 3])], -np.ones((2, 3)))     # dead: re-seeded
+  np.testing.assert_array_equal(new[np.array([0, 2])], codebook[np.array([0, 2])])     # alive: kept
+  np.testing.assert_array_equal(new_age, [0, 0, 0, 0])
+  assert float(quantizer.perplexity(jnp.array([5, 5, 5, 5]))) == pytest.approx(4.0)
+  assert float(quantizer.perplexity(jnp.array([9, 0, 0, 0]))) == pytest.approx(1.0)
+
+
+def _tiny_dynamics(mode):
+  cfg = tiny.get_config("lam_dynamics")
+  cfg.dynamics.action_conditioning = mode
+  return build.make_dynamics(cfg, nnx.Rngs(0)), cfg
+
+
+def test_frame_actions_alignment():
+  a = jnp.array([[3, 1, 4]])
+  np.testing.assert_array_equal(dynamics.frame_actions(a, 5), [[5, 3, 1, 4]])
+
+
+@pytest.mark.parametrize("mode", ["additive", "token"])
+def test_action_t_affects_frame_t_plus_1_only(mode):
+  """a_t (x_t -> x_t+1) must change the prediction of z_t+1 and nothing before it."""
+  model, _ = _tiny_dynamics(mode)
+  s = model.tokens_per_frame
+  tokens = jax.random.randint(jax.random.key(0), (1, 5, s), 0, model.num_codes)
+  a = jnp.array([[0, 1, 2, 3]])
+  t = 2
+  logits = model(tokens, dynamics.frame_actions(a, model.num_actions))
+  logits2 = model(tokens, dynamics.frame_actions(a.at[0, t].set(4), model.num_actions))
+  diff = np.abs(np.asarray(logits2 - logits)).max(axis=(0, 2, 3))
+  assert (diff[:t + 1] < 1e-6).all() and diff[t + 1] > 1e-4
+
+
+@pytest.mark.parametrize("mode", ["additive", "token"])
+def test_dynamics_step_equals_full_forward(mode):
+  model, _ = _tiny_dynamics(mode)
+  s = model.tokens_per_frame
+  tokens = jax.random.randint(jax.random.key(0), (2, 4, s), 0, model.num_codes + 1)
+  actions = jax.random.randint(jax.random.key(1), (2, 4), 0, model.num_actions + 1)
+  full = model(tokens, actions)
+  cache = model.encode_context(tokens[:, :3], actions[:, :3])
+  pad = lambda c: jnp.pad(c, ((0, 0), (0, 0), (0, 5), (0, 0), (0, 0), (0, 0)))
+  logits, _ = model.step(tokens[:, 3:], actions[:, 3:], type(cache)(pad(cache.k), pad(cache.v)), jnp.int32(3))
+  np.testing.assert_allclose(logits, full[:, 3:], rtol=1e-4, atol=1e-4)
+
+
+def test_lam_action_depends_only_on_its_two_frames_and_past():
+  cfg = tiny.get_config("lam_dynamics")
+  lam = build.make_lam(cfg, nnx.Rngs(0))
+  video = jax.random.uniform(jax.random.key(0), (2, 6, 64, 64, 3))
+  out = lam(video)
+  assert out.actions.shape == (2, 5) and out.prediction.shape == (2, 5, 64, 64, 3)
+  latents = lam(video.at[:, 4:].set(0.0)).latents  # change x_5, x_6 (0-based 4, 5)
+  # a_0..a_2 (transitions up to x_3 -> x_4) cannot see frames 4 and 5
+  np.testing.assert_allclose(latents[:, :3], out.latents[:, :3], atol=1e-5)
+  assert not np.allclose(latents[:, 3], out.latents[:, 3])
+
+
+@pytest.mark.parametrize("height,width,patch", [(64, 64, 4), (90, 160, 4), (90, 160, 16)])
+def test_patchify_round_trip(height, width, patch):
+  video = jax.random.uniform(jax.random.key(0), (1, 2, height, width, 3))
+  x = patching.patchify(video, patch)
+  h, w = patching.token_grid(height, width, patch)
+  assert x.shape == (1, 2, h * w, patch * patch * 3)
+  np.testing.assert_array_equal(patching.unpatchify(x, patch=patch, height=height, width=width), video)
+
+
+def test_tokenizer_encode_decode_shapes_at_160x90():
+  cfg = tiny.get_config("tokenizer")
+  cfg.data.update(height=90, width=160)
+  tok = build.make_tokenizer(cfg, nnx.Rngs(0))
+  video = (np.random.default_rng(0).random((1, 3, 90, 160, 3)) * 255).astype(np.uint8)
+  tokens = tok.encode(video)
+  assert tokens.shape == (1, 3, 12, 20) and tokens.dtype == jnp.int32
+  assert tok.decode(tokens).shape == (1, 3, 90, 160, 3)
+  with pytest.raises(ValueError, match="expects video"):
+    tok.encode(video[:, :, :64])
+
+
+def test_every_parameter_has_logical_axis_names():
+  cfg = tiny.get_config("lam_dynamics")
+  for make in (build.make_tokenizer, build.make_lam, build.make_dynamics):
+    state = nnx.state(nnx.eval_shape(lambda: make(cfg, nnx.Rngs(0))), nnx.Param)
+    for path, var in jax.tree.leaves_with_path(state, is_leaf=lambda x: isinstance(x, nnx.Variable)):
+      names = var.get_metadata().get("out_sharding")
+      assert names is not None and len(names) == len(var.get_value().shape), path
+
+
+def _analytic_st_params(dim, blocks, heads_x_head_dim=None):
+  """Per ST block: 2 attentions (q,k,v,out + out bias + 2 QK-norm scales) + MLP + 3 LayerNorms."""
+  inner = heads_x_head_dim or dim
+  return blocks * (2 * (4 * dim * inner + dim) + 2 * dim * 4 * dim + 4 * dim + dim + 3 * 2 * dim)
+
+
+def test_paper_parameter_counts():
+  counts = param_counts.all_counts(platformers.get_config("dynamics_11b"))
+  assert abs(counts["dynamics"] / 10.1e9 - 1) < 0.10
+  assert abs(counts["tokenizer"] / 200e6 - 1) < 0.10
+  # the LAM at the paper's stated shapes (20+20 layers = 10+10 blocks, d1024): count the
+  # transformer weights analytically and check the rest is only embeddings and heads
+  lam_core = 2 * _analytic_st_params(1024, 10)
+  assert 0 < counts["lam"] - lam_core < 0.01 * lam_core
+  dyn_core = _analytic_st_params(5120, 24, heads_x_head_dim=36 * 128)
+  assert 0 < counts["dynamics"] - dyn_core < 0.01 * dyn_core
