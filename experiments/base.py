@@ -32,7 +32,7 @@ def base_config() -> ml_collections.ConfigDict:
       mask_rate_min=0.5, mask_rate_max=1.0))
   c.sampling = ml_collections.ConfigDict(dict(steps=25, temperature=1.0, gumbel_scale=1.0))
 
-  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1, num_devices=0))  # 0: all devices
   c.rules = DEFAULT_RULES
 
   c.optim = ml_collections.ConfigDict(dict(

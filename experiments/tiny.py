@@ -13,7 +13,7 @@ def get_config(arg: str = "tokenizer"):
   c.data.name = "sprites"
   c.data.window = 8
   c.tokenizer.update(patch=8, enc_dim=64, enc_blocks=2, enc_heads=4, dec_dim=64, dec_blocks=2,
-                     dec_heads=4, num_codes=64, latent_dim=16)
+                     dec_heads=4, num_codes=64, latent_dim=16, dead_code_steps=10)
   c.lam.update(patch=16, dim=64, enc_blocks=2, dec_blocks=2, num_heads=4, num_actions=5,
                latent_dim=16, dead_code_steps=20)
   c.dynamics.update(dim=64, num_blocks=2, num_heads=4)

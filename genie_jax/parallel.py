@@ -123,3 +123,15 @@ def batch_axis_size(mesh: Mesh, rules) -> int:
   spec = logical_to_spec(("batch",), rules)[0]
   axes = (spec,) if isinstance(spec, str) else tuple(spec or ())
   return math.prod(mesh.shape[a] for a in axes)
+
+
+def maybe_initialize_distributed(mode: str = "auto") -> None:
+  """jax.distributed.initialize() on multi-host platforms (Cloud TPU pods set the
+  environment it reads; elsewhere set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES,
+  JAX_PROCESS_ID)."""
+  import os
+  if mode == "off":
+    return
+  multi_host_tpu = len(os.environ.get("TPU_WORKER_HOSTNAMES", "").split(",")) > 1
+  if mode == "on" or multi_host_tpu or os.environ.get("JAX_COORDINATOR_ADDRESS"):
+    jax.distributed.initialize()

@@ -1,0 +1,34 @@
+r"""Train a phase of Genie.
+
+    python -m genie_jax.train --config experiments/coinrun.py:tokenizer --workdir runs/tok
+    python -m genie_jax.train --config experiments/coinrun.py:lam_dynamics --workdir runs/dyn \
+        --config.train.tokenizer_workdir=runs/tok
+Any config field can be overridden: --config.train.steps=1000 --config.mesh.fsdp=4.
+Rerunning the same command resumes from the latest checkpoint in --workdir.
+"""
+import os
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config (file.py:variant).",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, TensorBoard events, config.json.")
+_DISTRIBUTED = flags.DEFINE_enum("distributed", "auto", ["auto", "on", "off"],
+                                 "Call jax.distributed.initialize (auto: on multi-host TPU or when "
+                                 "JAX_COORDINATOR_ADDRESS is set).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.WARNING)  # Orbax logs every write at INFO
+  from genie_jax import parallel
+  parallel.maybe_initialize_distributed(_DISTRIBUTED.value)
+  from genie_jax.train import trainer
+  metrics = trainer.train(_CONFIG.value, _WORKDIR.value)
+  print("final: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
+
+
+if __name__ == "__main__":
+  app.run(main)

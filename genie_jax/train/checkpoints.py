@@ -1,0 +1,99 @@
+"""Orbax checkpoints: params, optimizer, step, rng and the Grain iterator, saved together.
+
+Saves are asynchronous; Orbax writes each step into a temporary folder and renames it
+only when complete, so a run killed mid-save resumes from the last complete step.
+Restores go into an abstract target carrying the *current* mesh's shardings, so a run
+can resume on another topology. The run's config is stored beside the checkpoints
+(config.json) so phase 2 can check the tokenizer it loads.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import grain
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+
+
+class Checkpointer:
+  def __init__(self, workdir: str, *, keep: int = 3, keep_period: int = 0, async_save: bool = True):
+    self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+    self.manager = ocp.CheckpointManager(
+        self.directory, item_names=("state", "data_iter"),
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=keep, keep_period=keep_period or None,
+            enable_async_checkpointing=async_save, create=True))
+
+  def latest_step(self) -> int | None:
+    return self.manager.latest_step()
+
+  def save(self, step: int, state, data_iterator) -> None:
+    self.manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state),
+        data_iter=grain.checkpoint.CheckpointSave(data_iterator.grain_iterator)), force=True)
+
+  def restore(self, step: int, abstract_state, data_iterator=None):
+    """Restores `state` into `abstract_state` (ShapeDtypeStructs with shardings) and,
+    if given, moves `data_iterator` to where it was at that step."""
+    args = {"state": ocp.args.StandardRestore(abstract_state)}
+    if data_iterator is not None:
+      args["data_iter"] = grain.checkpoint.CheckpointRestore(data_iterator.grain_iterator)
+    return self.manager.restore(step, args=ocp.args.Composite(**args))["state"]
+
+  def wait(self) -> None:
+    self.manager.wait_until_finished()
+
+  def close(self) -> None:
+    self.manager.close()
+
+
+def abstract_with_shardings(abstract_tree, shardings):
+  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                      abstract_tree, shardings)
+
+
+def config_path(workdir: str) -> str:
+  return os.path.join(workdir, "config.json")
+
+
+def write_config(workdir: str, config) -> None:
+  os.makedirs(workdir, exist_ok=True)
+  with open(config_path(workdir), "w") as f:
+    f.write(config.to_json_best_effort(indent=2))
+
+
+def read_config(workdir: str) -> ml_collections.ConfigDict:
+  path = config_path(workdir)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{workdir!r} has no config.json: is it a genie_jax workdir?")
+  with open(path) as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
+def _differences(a, b, prefix="") -> list[str]:
+  a, b = a.to_dict() if hasattr(a, "to_dict") else a, b.to_dict() if hasattr(b, "to_dict") else b
+  out = []
+  for key in sorted(set(a) | set(b)):
+    va, vb = a.get(key), b.get(key)
+    if isinstance(va, dict) and isinstance(vb, dict):
+      out += _differences(va, vb, f"{prefix}{key}.")
+    elif va != vb:
+      out.append(f"{prefix}{key}: {va!r} (tokenizer run) vs {vb!r} (this run)")
+  return out
+
+
+def check_tokenizer_matches(tokenizer_config, config) -> None:
+  """Phase 2 refuses a tokenizer whose architecture or frame size differs from its config."""
+  diffs = _differences(tokenizer_config.tokenizer, config.tokenizer, "tokenizer.")
+  for key in ("height", "width"):
+    if tokenizer_config.data[key] != config.data[key]:
+      diffs.append(f"data.{key}: {tokenizer_config.data[key]!r} (tokenizer run) vs {config.data[key]!r} (this run)")
+  if config.data.window > tokenizer_config.data.window:
+    diffs.append(f"data.window: {config.data.window} exceeds the tokenizer's {tokenizer_config.data.window} frames")
+  if tokenizer_config.phase != "tokenizer":
+    diffs.append(f"phase: {tokenizer_config.phase!r} is not a tokenizer run")
+  if diffs:
+    raise ValueError("the tokenizer in train.tokenizer_workdir does not match this config:\n  "
+                     + "\n  ".join(diffs))

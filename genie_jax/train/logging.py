@@ -1,0 +1,34 @@
+"""TensorBoard scalars and images (tensorboardX: no TensorFlow needed), process 0 only."""
+from __future__ import annotations
+
+import os
+
+import jax
+import numpy as np
+
+
+class MetricWriter:
+  def __init__(self, workdir: str):
+    self._writer = None
+    if jax.process_index() == 0:
+      from tensorboardX import SummaryWriter
+      self._writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+  def scalars(self, step: int, metrics: dict) -> None:
+    if self._writer:
+      for k, v in metrics.items():
+        self._writer.add_scalar(k, float(v), step)
+
+  def image(self, step: int, name: str, image: np.ndarray) -> None:
+    """image float [H, W, 3] in [0, 1]."""
+    if self._writer:
+      self._writer.add_image(name, np.clip(image, 0, 1), step, dataformats="HWC")
+
+  def close(self) -> None:
+    if self._writer:
+      self._writer.close()
+
+
+def video_grid(rows: list[np.ndarray]) -> np.ndarray:
+  """rows of frames [T, H, W, 3] -> one image [rows*H, T*W, 3]."""
+  return np.concatenate([np.concatenate(list(r), axis=1) for r in rows], axis=0)

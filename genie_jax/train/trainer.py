@@ -1,0 +1,171 @@
+"""The training loop: mesh, sharded state, data, jitted step, logging, checkpoints, resume.
+
+Split once, jit a pure step with explicit in/out shardings and donated state, fold the
+step into the rng, fetch metrics only on logging steps, stop with an error naming the
+first non-finite step, save on SIGTERM (preemption) before exiting.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import jax
+import numpy as np
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec as P
+from tqdm import tqdm
+
+from data_pipelines import loader
+from genie_jax import parallel
+from genie_jax.models import build
+from genie_jax.train import checkpoints, logging, state as state_lib, step as step_lib
+
+
+class NonFiniteLossError(FloatingPointError):
+  pass
+
+
+class _SigtermFlag:
+  """Remembers a SIGTERM so the loop can checkpoint and exit between steps."""
+
+  def __init__(self):
+    self.received = False
+    self._previous = None
+
+  def __enter__(self):
+    try:
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    except ValueError:  # not the main thread (e.g. a notebook executor): no preemption hook
+      self._previous = None
+    return self
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.received = True
+
+  def __exit__(self, *exc):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
+def load_frozen_tokenizer(config, mesh):
+  """Phase 2: (graphdef, sharded params) of the tokenizer in config.train.tokenizer_workdir."""
+  workdir = config.train.tokenizer_workdir
+  if not workdir:
+    raise ValueError("phase lam_dynamics needs --config.train.tokenizer_workdir=<phase-1 workdir>")
+  tok_config = checkpoints.read_config(workdir)
+  checkpoints.check_tokenizer_matches(tok_config, config)
+  ckpt = checkpoints.Checkpointer(workdir, async_save=False)
+  step = ckpt.latest_step()
+  if step is None:
+    raise FileNotFoundError(f"tokenizer workdir {workdir!r} has no complete checkpoint")
+  tx = state_lib.make_optimizer(tok_config.optim, tok_config.train.steps)
+  abstract_module = nnx.eval_shape(lambda: build.make_tokenizer(tok_config, nnx.Rngs(0)))
+  abstract_state = jax.eval_shape(lambda: state_lib.init_state(tok_config, build.make_tokenizer, tx))
+  shardings = state_lib.state_shardings(config, abstract_module, abstract_state, mesh)
+  restored = ckpt.restore(step, checkpoints.abstract_with_shardings(abstract_state, shardings))
+  ckpt.close()
+  return nnx.graphdef(abstract_module), restored["params"], shardings["params"]
+
+
+def train(config, workdir: str, *, progress: bool = True, stop_after: int | None = None) -> dict:
+  """Trains config.phase to config.train.steps; resumes from workdir. Returns last metrics.
+
+  `stop_after` ends the run (with a checkpoint) after that many steps of this call, as an
+  interruption would; the schedule still follows config.train.steps.
+  """
+  os.makedirs(workdir, exist_ok=True)
+  mesh_cfg = dict(config.mesh)
+  num_devices = mesh_cfg.pop("num_devices", 0)
+  mesh = parallel.make_mesh(**mesh_cfg, devices=jax.devices()[:num_devices] if num_devices else None)
+  rules = tuple(tuple(r) for r in config.rules)
+  if jax.process_index() == 0:
+    checkpoints.write_config(workdir, config)
+  total = config.train.steps
+  tx = state_lib.make_optimizer(config.optim, total)
+  schedule = state_lib.learning_rate_schedule(config.optim, total)
+  make_module = build.make_trainable
+  abstract_module = nnx.eval_shape(lambda: make_module(config, nnx.Rngs(0)))
+  graphdef = nnx.graphdef(abstract_module)
+  abstract_state = jax.eval_shape(lambda: state_lib.init_state(config, make_module, tx))
+  shardings = state_lib.state_shardings(config, abstract_module, abstract_state, mesh)
+
+  frozen, frozen_shardings, tok_graphdef = None, None, None
+  if config.phase == "lam_dynamics":
+    tok_graphdef, frozen, frozen_shardings = load_frozen_tokenizer(config, mesh)
+
+  data = loader.make_iterator(config.data, mesh=mesh, rules=rules,
+                              global_batch_size=config.train.batch_size, seed=config.seed)
+  ckpt = checkpoints.Checkpointer(workdir, keep=config.train.keep, keep_period=config.train.keep_period)
+  start = ckpt.latest_step()
+  with parallel.use_mesh_rules(mesh, rules):
+    if start is None:
+      state = jax.jit(lambda: state_lib.init_state(config, make_module, tx), out_shardings=shardings)()
+      start = 0
+    else:
+      state = ckpt.restore(start, checkpoints.abstract_with_shardings(abstract_state, shardings), data)
+
+    batch_shardings = {k: parallel.batch_sharding(mesh, rules, nd) for k, nd in
+                       (("frames", 5), ("actions", 2), ("episode_id", 1), ("start_frame", 1))}
+    replicated = NamedSharding(mesh, P())
+    train_step = jax.jit(
+        step_lib.make_train_step(config, graphdef, tx, schedule, tok_graphdef),
+        in_shardings=(shardings, batch_shardings, frozen_shardings),
+        out_shardings=(shardings, replicated), donate_argnums=(0,))
+    preview = jax.jit(step_lib.make_preview(config, graphdef, tok_graphdef))
+
+    writer = logging.MetricWriter(workdir)
+    frames_per_step = config.train.batch_size * config.data.window
+    last = {}
+    bar = tqdm(total=total, initial=start, desc=f"train {config.phase}", unit="step",
+               disable=not progress or jax.process_index() != 0, dynamic_ncols=True)
+    window_start, window_steps = time.perf_counter(), 0
+    with _SigtermFlag() as sigterm:
+      for step in range(start, total):
+        batch = next(data)
+        state, metrics = train_step(state, batch, frozen)
+        window_steps += 1
+        done = step + 1
+        log_now = done % config.train.log_every == 0 or done == total
+        if log_now:
+          last = {k: float(v) for k, v in jax.device_get(metrics).items()}
+          _check_finite(state)
+          elapsed = time.perf_counter() - window_start
+          last["steps_per_sec"] = window_steps / elapsed
+          last["frames_per_sec"] = window_steps * frames_per_step / elapsed
+          writer.scalars(done, last)
+          if jax.process_index() == 0:
+            with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
+              f.write(json.dumps({"step": done, **last}) + "\n")
+          bar.set_postfix(loss=f"{last['loss']:.4f}", fps=f"{last['frames_per_sec']:.1f}")
+          window_start, window_steps = time.perf_counter(), 0
+        if config.train.image_every and done % config.train.image_every == 0:
+          truth, output = jax.device_get(preview(state["params"], frozen, batch["frames"]))
+          writer.image(done, "preview/truth_vs_model", logging.video_grid([truth[:8], output[:8]]))
+        bar.update(1)
+        interrupted = stop_after is not None and done - start >= stop_after
+        if done % config.train.ckpt_every == 0 or done == total or sigterm.received or interrupted:
+          _check_finite(state)
+          ckpt.save(done, state, data)
+        if sigterm.received:
+          ckpt.wait()
+          bar.close()
+          print(f"SIGTERM: saved step {done} to {ckpt.directory}; rerun the same command to resume")
+          break
+        if interrupted:
+          break
+    bar.close()
+    ckpt.wait()
+    ckpt.close()
+    writer.close()
+  last["step"] = int(jax.device_get(state["step"]))
+  return last
+
+
+def _check_finite(state) -> None:
+  bad = int(jax.device_get(state["nonfinite_step"]))
+  if bad >= 0:
+    raise NonFiniteLossError(f"loss or gradient became NaN/Inf at step {bad + 1}; "
+                             "nothing after the last checkpoint was saved")

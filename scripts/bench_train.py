@@ -1,0 +1,108 @@
+r"""Training throughput (frames/s) per model at Jasmine's CoinRun shapes: 64x64, T=16,
+B=2, patch 16, d512, FFW 2048, 8 heads; tokenizer and LAM 4+4 blocks (LAM codebook 6),
+dynamics 6 blocks on tokens (16 tokens + 1 action token per frame). fp32 on CPU.
+
+    python scripts/bench_train.py [--steps 10] [--dtype float32]
+
+Each step is the real AdamW update (clip + adamw from genie_jax.train.state) on the
+model's training loss; the tokenizer uses the trainer's own jitted step.
+"""
+import argparse
+import os
+import time
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import optax  # noqa: E402
+from flax import nnx  # noqa: E402
+
+from experiments import coinrun  # noqa: E402
+from genie_jax.models import build, dynamics as dynamics_lib  # noqa: E402
+from genie_jax.train import losses, state as state_lib, step as step_lib  # noqa: E402
+
+# Jasmine's figures on this 2-core CPU (frames/s), quoted in the issue
+REFERENCE = {"tokenizer": 22.0, "lam": 22.0, "dynamics": 24.0}
+
+
+def lam_loss(model, batch, rng):
+  del rng
+  video = batch["frames"].astype(jnp.float32) / 255.0
+  out = model(video)
+  mse = jnp.mean(jnp.square(out.prediction - video[:, 1:]))
+  return mse + out.vq_loss
+
+
+def dynamics_loss(model, batch, rng):
+  tokens, actions = batch["tokens"], batch["actions"]
+  mask = losses.mask_tokens(rng, tokens, rate_min=0.5, rate_max=1.0)
+  logits = model(jnp.where(mask, model.mask_id, tokens), dynamics_lib.frame_actions(actions, model.num_actions))
+  return losses.masked_token_loss(logits, tokens, mask)[0]
+
+
+def simple_step(graphdef, tx, loss_fn):
+  def step(params, opt_state, batch, rng):
+    loss, grads = jax.value_and_grad(lambda p: loss_fn(nnx.merge(graphdef, p), batch, rng))(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+  return jax.jit(step, donate_argnums=(0, 1))
+
+
+def time_steps(run, steps):
+  run()  # compile
+  run()
+  start = time.perf_counter()
+  for _ in range(steps):
+    out = run()
+  jax.block_until_ready(out)
+  return (time.perf_counter() - start) / steps
+
+
+def main():
+  ap = argparse.ArgumentParser()
+  ap.add_argument("--steps", type=int, default=10)
+  ap.add_argument("--dtype", default="float32")
+  ap.add_argument("--parts", default="tokenizer,lam,dynamics")
+  args = ap.parse_args()
+  key = jax.random.PRNGKey(0)
+  frames = jax.random.randint(key, (2, 16, 64, 64, 3), 0, 256).astype(jnp.uint8)
+  for part in args.parts.split(","):
+    config = coinrun.get_config(f"bench_{part}")
+    config.dtype = args.dtype
+    tx = state_lib.make_optimizer(config.optim, 1000)
+    frames_per_step = config.train.batch_size * config.data.window
+    if part == "tokenizer":
+      state = jax.jit(lambda: state_lib.init_state(config, build.make_tokenizer, tx))()
+      graphdef = nnx.graphdef(nnx.eval_shape(lambda: build.make_tokenizer(config, nnx.Rngs(0))))
+      step = jax.jit(step_lib.make_train_step(config, graphdef, tx, state_lib.learning_rate_schedule(config.optim, 1000)),
+                     donate_argnums=(0,))
+      batch = {"frames": frames}
+      holder = [state]
+      def run():
+        holder[0], metrics = step(holder[0], batch, None)
+        return metrics["loss"]
+    else:
+      make = build.make_lam if part == "lam" else build.make_dynamics
+      model = make(config, nnx.Rngs(0))
+      graphdef, params = nnx.split(model, nnx.Param)
+      params = nnx.to_pure_dict(params)
+      if part == "lam":
+        batch, loss_fn = {"frames": frames}, lam_loss
+      else:
+        batch = {"tokens": jax.random.randint(key, (2, 16, 16), 0, config.tokenizer.num_codes),
+                 "actions": jax.random.randint(key, (2, 15), 0, config.lam.num_actions)}
+        loss_fn = dynamics_loss
+      step = simple_step(graphdef, tx, loss_fn)
+      holder = [params, tx.init(params)]
+      def run():
+        holder[0], holder[1], loss = step(holder[0], holder[1], batch, key)
+        return loss
+    seconds = time_steps(run, args.steps)
+    fps = frames_per_step / seconds
+    print(f"{part:10s} {fps:7.1f} frames/s  ({seconds * 1000:7.1f} ms/step, B=2 T=16, {args.dtype})"
+          f"   reference {REFERENCE[part]:.0f} frames/s -> ratio {fps / REFERENCE[part]:.2f}x")
+
+
+if __name__ == "__main__":
+  main()

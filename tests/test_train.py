@@ -1,0 +1,106 @@
+"""The trainer on 8 simulated CPU devices: learning, mesh equivalence, exact resume,
+recovery from a killed save, NaN detection, and phase 2's tokenizer check."""
+import json
+import os
+import shutil
+
+import jax
+import numpy as np
+import pytest
+
+from experiments import tiny
+from genie_jax.train import checkpoints, trainer
+
+
+def _config(data_dir, phase="tokenizer", name="sprites", **train):
+  c = tiny.get_config(phase)
+  c.data.update(name=name, data_dir=data_dir)
+  c.train.update(steps=20, log_every=1, ckpt_every=10, image_every=0, batch_size=8)
+  c.train.update(**train)
+  return c
+
+
+def _curve(workdir, key="loss"):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    rows = [json.loads(line) for line in f]
+  return {r["step"]: r[key] for r in rows}
+
+
+def _params(workdir, config):
+  from flax import nnx
+  from genie_jax.models import build
+  from genie_jax.train import state as state_lib
+  tx = state_lib.make_optimizer(config.optim, config.train.steps)
+  abstract = jax.eval_shape(lambda: state_lib.init_state(config, build.make_trainable, tx))
+  ckpt = checkpoints.Checkpointer(workdir, async_save=False)
+  state = ckpt.restore(ckpt.latest_step(), abstract)
+  ckpt.close()
+  return state
+
+
+def test_tokenizer_loss_falls_on_coinrun(coinrun_dir, tmp_path):
+  c = _config(coinrun_dir, name="coinrun", steps=40, log_every=5)
+  trainer.train(c, str(tmp_path / "w"), progress=False)
+  curve = _curve(str(tmp_path / "w"))
+  assert curve[40] < 0.5 * curve[5]
+
+
+def test_one_device_and_2x2x2_mesh_agree(sprites_dir, tmp_path):
+  losses = []
+  for i, mesh in enumerate([dict(data=1, fsdp=1, tensor=1, num_devices=1),
+                            dict(data=2, fsdp=2, tensor=2, num_devices=8)]):
+    c = _config(sprites_dir, steps=6, ckpt_every=100)
+    c.mesh.update(mesh)
+    trainer.train(c, str(tmp_path / f"m{i}"), progress=False)
+    losses.append(_curve(str(tmp_path / f"m{i}")))
+  np.testing.assert_allclose([losses[1][s] for s in range(1, 7)], [losses[0][s] for s in range(1, 7)],
+                             rtol=2e-4)
+
+
+def test_resume_is_bitwise_identical(sprites_dir, tmp_path):
+  c = _config(sprites_dir, steps=20, ckpt_every=5)
+  trainer.train(c, str(tmp_path / "full"), progress=False)
+  trainer.train(c, str(tmp_path / "split"), progress=False, stop_after=7)  # "killed" at step 7
+  assert checkpoints.Checkpointer(str(tmp_path / "split")).latest_step() == 7
+  trainer.train(c, str(tmp_path / "split"), progress=False)
+  full, split = _curve(str(tmp_path / "full")), _curve(str(tmp_path / "split"))
+  assert [full[s] for s in range(1, 21)] == [split[s] for s in range(1, 21)]
+  a, b = _params(str(tmp_path / "full"), c), _params(str(tmp_path / "split"), c)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_killed_mid_save_resumes_from_last_complete(sprites_dir, tmp_path):
+  c = _config(sprites_dir, steps=10, ckpt_every=5)
+  workdir = str(tmp_path / "w")
+  trainer.train(c, workdir, progress=False)
+  ckdir = os.path.join(workdir, "checkpoints")
+  # what a save killed part-way leaves: Orbax's temporary folder, never renamed
+  partial = os.path.join(ckdir, "15.orbax-checkpoint-tmp-1234")
+  shutil.copytree(os.path.join(ckdir, "10"), partial)
+  shutil.rmtree(os.path.join(partial, "state"))
+  assert checkpoints.Checkpointer(workdir).latest_step() == 10
+  c.train.steps = 15
+  metrics = trainer.train(c, workdir, progress=False)
+  assert metrics["step"] == 15 and checkpoints.Checkpointer(workdir).latest_step() == 15
+
+
+def test_nonfinite_loss_stops_naming_the_step(sprites_dir, tmp_path):
+  c = _config(sprites_dir, steps=6, ckpt_every=100)
+  c.optim.update(lr=1e30, warmup_steps=0, grad_clip=1e30)
+  with pytest.raises(trainer.NonFiniteLossError, match=r"at step \d+"):
+    trainer.train(c, str(tmp_path / "w"), progress=False)
+
+
+def test_phase2_trains_and_refuses_a_mismatched_tokenizer(sprites_dir, tmp_path):
+  tok = _config(sprites_dir, steps=5, ckpt_every=5)
+  trainer.train(tok, str(tmp_path / "tok"), progress=False)
+  c = _config(sprites_dir, phase="lam_dynamics", steps=4, tokenizer_workdir=str(tmp_path / "tok"))
+  metrics = trainer.train(c, str(tmp_path / "dyn"), progress=False)
+  assert np.isfinite(metrics["dynamics_ce"]) and 0 <= metrics["dynamics_token_acc"] <= 1
+  c.tokenizer.latent_dim = 8
+  with pytest.raises(ValueError, match="tokenizer.latent_dim: 16"):
+    trainer.train(c, str(tmp_path / "dyn2"), progress=False)
+  c.train.tokenizer_workdir = str(tmp_path / "nowhere")
+  with pytest.raises(FileNotFoundError, match="config.json"):
+    trainer.train(c, str(tmp_path / "dyn3"), progress=False)
