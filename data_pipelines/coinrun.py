@@ -16,6 +16,8 @@ The paper's full set (10,000 levels x 1,000 steps = 10M frames, ~15 GB, hours on
 """
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 from absl import app, flags
 from tqdm import tqdm
@@ -92,9 +94,13 @@ def main(argv):
   unknown = [s for s in splits if s not in _SPLIT_INDEX]
   if unknown:
     raise app.UsageError(f"--split: unknown split(s) {unknown}; choose from {list(_SPLIT_INDEX)}")
-  summaries = build(data_dir=f.data_dir, episodes=f.episodes, eval_episodes=f.eval_episodes,
-                    max_steps=f.max_steps, num_levels=f.num_levels, seed=f.seed, splits=splits,
-                    chunk_size=f.chunk_size, min_frames=f.min_frames, num_envs=f.num_envs)
+  eval_episodes = f.eval_episodes or max(1, f.episodes // 10)
+  try:
+    summaries = build(data_dir=f.data_dir, episodes=f.episodes, eval_episodes=eval_episodes,
+                      max_steps=f.max_steps, num_levels=f.num_levels, seed=f.seed, splits=splits,
+                      chunk_size=f.chunk_size, min_frames=f.min_frames, num_envs=f.num_envs)
+  except (FileExistsError, ValueError) as e:
+    sys.exit(f"error: {e}")
   for split, s in summaries.items():
     print(f"{split}: {s.episodes_written} episodes ({s.episodes_dropped_short} dropped as shorter "
           f"than {f.min_frames} frames), {s.frames} frames, {s.records} records")
@@ -112,6 +118,4 @@ if __name__ == "__main__":
   flags.DEFINE_integer("min_frames", 16, "Fewest frames per record; shorter episodes are dropped.")
   flags.DEFINE_integer("num_envs", 4, "Parallel Procgen environments.")
   flags.register_validator("episodes", lambda v: v > 0, "--episodes must be positive")
-  app.call_after_init(lambda: setattr(flags.FLAGS, "eval_episodes",
-                                      flags.FLAGS.eval_episodes or max(1, flags.FLAGS.episodes // 10)))
   app.run(main)

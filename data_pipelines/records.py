@@ -130,7 +130,7 @@ def write_dataset(builder_cls: type[EpisodeChunkBuilder], *, data_dir: str,
   an error part-way (a corrupt video, Ctrl-C) leaves no half-written dataset behind.
   """
   builder = builder_cls(split_episodes=split_episodes, data_dir=data_dir, **builder_kwargs)
-  if builder.data_path.exists() if hasattr(builder.data_path, "exists") else os.path.exists(builder.data_path):
+  if builder.data_path.exists():
     raise FileExistsError(
         f"{builder.data_path} already holds a prepared dataset; choose another --data_dir "
         "or delete it first (nothing was overwritten)")

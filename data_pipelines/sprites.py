@@ -9,6 +9,8 @@ actions and that rollouts obey them.
 """
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 from absl import app, flags
 
@@ -54,9 +56,12 @@ def build(*, data_dir: str, episodes: int, eval_episodes: int, max_steps: int, s
 def main(argv):
   del argv
   f = flags.FLAGS
-  summaries = build(data_dir=f.data_dir, episodes=f.episodes, eval_episodes=f.eval_episodes,
-                    max_steps=f.max_steps, size=f.size, seed=f.seed, chunk_size=f.chunk_size,
-                    min_frames=f.min_frames)
+  try:
+    summaries = build(data_dir=f.data_dir, episodes=f.episodes, eval_episodes=f.eval_episodes,
+                      max_steps=f.max_steps, size=f.size, seed=f.seed, chunk_size=f.chunk_size,
+                      min_frames=f.min_frames)
+  except (FileExistsError, ValueError) as e:
+    sys.exit(f"error: {e}")
   for split, s in summaries.items():
     print(f"{split}: {s.episodes_written} episodes, {s.frames} frames, {s.records} records")
 

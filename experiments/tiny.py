@@ -8,8 +8,10 @@ from experiments.base import base_config
 
 
 def get_config(arg: str = "tokenizer"):
+  if arg not in ("tokenizer", "lam_dynamics"):
+    raise ValueError(f"unknown variant {arg!r} of tiny.py; choose tokenizer or lam_dynamics")
   c = base_config()
-  c.phase = arg if arg in ("tokenizer", "lam_dynamics") else "tokenizer"
+  c.phase = arg
   c.data.name = "sprites"
   c.data.window = 8
   c.tokenizer.update(patch=8, enc_dim=64, enc_blocks=2, enc_heads=4, dec_dim=64, dec_blocks=2,
@@ -20,6 +22,4 @@ def get_config(arg: str = "tokenizer"):
   c.sampling.steps = 8
   c.optim.update(lr=1e-3, warmup_steps=20)
   c.train.update(steps=200, batch_size=8, log_every=20, image_every=100, ckpt_every=100, eval_clips=8)
-  if arg not in ("tokenizer", "lam_dynamics"):
-    raise ValueError(f"unknown variant {arg!r} of tiny.py; choose tokenizer or lam_dynamics")
   return c
