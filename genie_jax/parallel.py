@@ -68,6 +68,13 @@ def make_mesh(*, data: int = -1, fsdp: int = 1, tensor: int = 1,
   return Mesh(grid, MESH_AXES)
 
 
+def mesh_from_config(mesh_config) -> Mesh:
+  """The mesh a config's `mesh` block asks for; `num_devices` > 0 uses only the first N devices."""
+  sizes = dict(mesh_config)
+  num_devices = sizes.pop("num_devices", 0)
+  return make_mesh(**sizes, devices=jax.devices()[:num_devices] if num_devices else None)
+
+
 def logical_to_spec(names: Sequence[str | None] | None, rules) -> P:
   """Logical axis names -> PartitionSpec. A mesh axis is used at most once per array."""
   if names is None:

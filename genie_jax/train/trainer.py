@@ -77,9 +77,7 @@ def train(config, workdir: str, *, progress: bool = True, stop_after: int | None
   interruption would; the schedule still follows config.train.steps.
   """
   os.makedirs(workdir, exist_ok=True)
-  mesh_cfg = dict(config.mesh)
-  num_devices = mesh_cfg.pop("num_devices", 0)
-  mesh = parallel.make_mesh(**mesh_cfg, devices=jax.devices()[:num_devices] if num_devices else None)
+  mesh = parallel.mesh_from_config(config.mesh)
   rules = tuple(tuple(r) for r in config.rules)
   if jax.process_index() == 0:
     checkpoints.write_config(workdir, config)

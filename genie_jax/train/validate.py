@@ -14,9 +14,7 @@ from genie_jax.train import checkpoints, state as state_lib, step as step_lib, t
 
 def validate(config, workdir: str, *, split: str | None = None, num_batches: int = 4) -> dict:
   """Mean of each phase metric over `num_batches` validation batches of the latest checkpoint."""
-  mesh_cfg = dict(config.mesh)
-  mesh_cfg.pop("num_devices", None)
-  mesh = parallel.make_mesh(**mesh_cfg)
+  mesh = parallel.mesh_from_config(config.mesh)
   rules = tuple(tuple(r) for r in config.rules)
   tx = state_lib.make_optimizer(config.optim, config.train.steps)
   abstract_module = nnx.eval_shape(lambda: build.make_trainable(config, nnx.Rngs(0)))
