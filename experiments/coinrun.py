@@ -33,12 +33,13 @@ def get_config(arg: str = "tokenizer"):
     c.train.batch_size = 2
     c.bench_part = arg.split("_", 1)[1]  # which model scripts/bench_train.py times
   if arg.startswith("cpu"):
+    # ~1 s/step each phase on 2 cores: the whole run (data, both phases, eval) in about an hour
     c.tokenizer.update(patch=8, enc_dim=128, enc_blocks=2, enc_heads=4, dec_dim=128, dec_blocks=2,
-                       dec_heads=4, num_codes=256, latent_dim=32)
-    c.lam.update(dim=128, enc_blocks=2, dec_blocks=2, num_heads=4)
+                       dec_heads=4, num_codes=256, latent_dim=32, dead_code_steps=25)
+    c.lam.update(dim=128, enc_blocks=2, dec_blocks=2, num_heads=4, dead_code_steps=50)
     c.dynamics.update(dim=128, num_blocks=3, num_heads=4)
     c.optim.update(lr=1e-3, warmup_steps=100)
     c.train.update(batch_size=8, log_every=50, image_every=500, ckpt_every=500)
-    c.train.steps = 3000 if c.phase == "tokenizer" else 3000
+    c.train.steps = 1200 if c.phase == "tokenizer" else 1500
     c.sampling.steps = 10
   return c

@@ -27,3 +27,21 @@ def coinrun_dir(tmp_path_factory):
   coinrun.build(data_dir=data_dir, episodes=6, eval_episodes=2, max_steps=40, num_levels=50,
                 chunk_size=32, min_frames=16, progress=False)
   return data_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_world(sprites_dir, tmp_path_factory):
+  """Workdirs of a tiny tokenizer and LAM + dynamics, a few steps each (for the API,
+  play, the notebook and evaluation: they need real checkpoints, not good ones)."""
+  from experiments import tiny
+  from genie_jax.train import trainer
+  root = tmp_path_factory.mktemp("world")
+  dirs = {"tokenizer": str(root / "tokenizer"), "world": str(root / "lam_dynamics"), "data": sprites_dir}
+  for phase, workdir in (("tokenizer", dirs["tokenizer"]), ("lam_dynamics", dirs["world"])):
+    c = tiny.get_config(phase)
+    c.data.update(name="sprites", data_dir=sprites_dir)
+    c.train.update(steps=3, log_every=1, ckpt_every=3, image_every=0, batch_size=8,
+                   tokenizer_workdir=dirs["tokenizer"])
+    c.sampling.steps = 4
+    trainer.train(c, workdir, progress=False)
+  return dirs

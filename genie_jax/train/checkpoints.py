@@ -42,11 +42,43 @@ class Checkpointer:
       args["data_iter"] = grain.checkpoint.CheckpointRestore(data_iterator.grain_iterator)
     return self.manager.restore(step, args=ocp.args.Composite(**args))["state"]
 
+  def restore_params(self, step: int, abstract_params):
+    """Restores only state["params"] (no optimizer state is read or allocated)."""
+    args = ocp.args.PyTreeRestore(
+        item={"params": abstract_params}, partial_restore=True,
+        restore_args={"params": jax.tree.map(
+            lambda a: ocp.ArrayRestoreArgs(sharding=a.sharding, global_shape=a.shape, dtype=a.dtype),
+            abstract_params)})
+    return self.manager.restore(step, args=ocp.args.Composite(state=args))["state"]["params"]
+
   def wait(self) -> None:
     self.manager.wait_until_finished()
 
   def close(self) -> None:
     self.manager.close()
+
+
+def load_params(workdir: str, make_module, mesh, *, rules_config=None):
+  """(graphdef, params, shardings, config, step) of the latest checkpoint in a workdir.
+
+  Builds the module of the workdir's own config.json abstractly and restores only its
+  params, sharded on `mesh` by the logical-axis rules of `rules_config` (default: the
+  workdir's config). Raises FileNotFoundError naming the workdir if nothing is there.
+  """
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  from genie_jax.train import state as state_lib  # pylint: disable=g-import-not-at-top
+  config = read_config(workdir)
+  ckpt = Checkpointer(workdir, async_save=False)
+  step = ckpt.latest_step()
+  if step is None:
+    ckpt.close()
+    raise FileNotFoundError(f"{workdir!r} has no complete checkpoint: train it first")
+  abstract_module = nnx.eval_shape(lambda: make_module(config, nnx.Rngs(0)))
+  shardings = state_lib.param_shardings(rules_config or config, abstract_module, mesh)
+  abstract = nnx.to_pure_dict(nnx.state(abstract_module, nnx.Param))
+  params = ckpt.restore_params(step, abstract_with_shardings(abstract, shardings))
+  ckpt.close()
+  return nnx.graphdef(abstract_module), params, shardings, config, step
 
 
 def abstract_with_shardings(abstract_tree, shardings):

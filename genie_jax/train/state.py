@@ -76,10 +76,15 @@ def shardings_like_params(tree, param_shardings, mesh) -> Any:
   return jax.tree_util.tree_map_with_path(one, tree)
 
 
+def param_shardings(config, abstract_module, mesh) -> dict:
+  """NamedShardings of the module's params pure dict, from the config's logical-axis rules."""
+  return jax.tree.map(lambda n: NamedSharding(mesh, parallel.logical_to_spec(n, config.rules)),
+                      param_logical_names(abstract_module),
+                      is_leaf=lambda x: isinstance(x, tuple) or x is None)
+
+
 def state_shardings(config, abstract_module, abstract_state: TrainState, mesh) -> TrainState:
-  names = param_logical_names(abstract_module)
-  params = jax.tree.map(lambda n: NamedSharding(mesh, parallel.logical_to_spec(n, config.rules)),
-                        names, is_leaf=lambda x: isinstance(x, tuple) or x is None)
+  params = param_shardings(config, abstract_module, mesh)
   replicated = NamedSharding(mesh, P())
   return {
       "params": params,

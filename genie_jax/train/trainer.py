@@ -55,19 +55,10 @@ def load_frozen_tokenizer(config, mesh):
   workdir = config.train.tokenizer_workdir
   if not workdir:
     raise ValueError("phase lam_dynamics needs --config.train.tokenizer_workdir=<phase-1 workdir>")
-  tok_config = checkpoints.read_config(workdir)
-  checkpoints.check_tokenizer_matches(tok_config, config)
-  ckpt = checkpoints.Checkpointer(workdir, async_save=False)
-  step = ckpt.latest_step()
-  if step is None:
-    raise FileNotFoundError(f"tokenizer workdir {workdir!r} has no complete checkpoint")
-  tx = state_lib.make_optimizer(tok_config.optim, tok_config.train.steps)
-  abstract_module = nnx.eval_shape(lambda: build.make_tokenizer(tok_config, nnx.Rngs(0)))
-  abstract_state = jax.eval_shape(lambda: state_lib.init_state(tok_config, build.make_tokenizer, tx))
-  shardings = state_lib.state_shardings(config, abstract_module, abstract_state, mesh)
-  restored = ckpt.restore(step, checkpoints.abstract_with_shardings(abstract_state, shardings))
-  ckpt.close()
-  return nnx.graphdef(abstract_module), restored["params"], shardings["params"]
+  checkpoints.check_tokenizer_matches(checkpoints.read_config(workdir), config)
+  graphdef, params, shardings, _, _ = checkpoints.load_params(
+      workdir, build.make_tokenizer, mesh, rules_config=config)
+  return graphdef, params, shardings
 
 
 def train(config, workdir: str, *, progress: bool = True, stop_after: int | None = None) -> dict:

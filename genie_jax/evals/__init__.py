@@ -1,0 +1,1 @@
+"""Evaluation: FVD (I3D), ΔtPSNR, PSNR/SSIM and latent-action metrics."""

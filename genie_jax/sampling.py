@@ -1,0 +1,149 @@
+"""MaskGIT generation of new frames with the dynamics model, and the frame cache.
+
+One new frame (Genie, Sec. 2.2; MaskGIT, Chang et al. 2022): start with every token
+masked; at each of `steps` steps sample all masked tokens, score each by its log
+probability plus Gumbel noise annealed to zero over the steps, keep the most confident
+and re-mask the rest, so that cos(pi/2 * (i+1)/steps) of the frame is still masked after
+step i (none after the last).
+
+The frame cache: tokens of past frames never change, so their per-layer temporal keys and
+values are computed once (when the frame is finished) and kept in a fixed-size buffer of
+the training window's length. A MaskGIT step then runs the model on one frame only, and a
+new frame costs the same whatever the context. Positions are absolute learned embeddings,
+so when the buffer is full the context slides by one frame: the last T-1 frames are
+re-encoded at positions 0..T-2 (frame 0 gets the "no action" id, as in training). The
+result equals recomputing the whole context at every step (`cached=False`, kept as the
+reference and for the benchmark).
+
+Everything here is a pure function of (dynamics module, WorldState, ...), jitted once by
+the caller: the number of context frames is a traced value, never a shape.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from genie_jax.models.dynamics import DynamicsModel
+from genie_jax.models.st_transformer import KVCache
+
+
+class WorldState(NamedTuple):
+  """What generation carries from frame to frame (B: batch, T: window, S: tokens per frame)."""
+  tokens: jax.Array          # int32 [B, T, S]: context frames in slots 0..length-1
+  actions: jax.Array         # int32 [B, T]: frame-aligned actions (slot 0: "no action")
+  cache: KVCache | None      # temporal k/v [L, B, T, S', N, Hd] of the context, or None
+  length: jax.Array          # int32 []: how many slots hold frames
+
+
+def num_masked_after(step, *, num_steps: int, num_tokens: int):
+  """MaskGIT's cosine schedule: tokens still masked after step `step` (0-based)."""
+  ratio = (step + 1) / num_steps
+  return jnp.floor(num_tokens * jnp.cos(0.5 * math.pi * ratio)).astype(jnp.int32)
+
+
+def maskgit_decode(logits_fn, rng: jax.Array, *, batch: int, num_tokens: int, mask_id: int,
+                   steps: int, temperature: float, gumbel_scale: float) -> jax.Array:
+  """Decodes one frame. logits_fn(tokens int [B, S] with mask_id) -> logits [B, S, K].
+
+  Returns int32 [B, S] with no mask left. temperature 0 samples greedily.
+  """
+  def body(i, carry):
+    tokens, num_masked = carry
+    masked = tokens == mask_id
+    logits = logits_fn(tokens).astype(jnp.float32)
+    sample_key, noise_key = jax.random.split(jax.random.fold_in(rng, i))
+    if temperature > 0:
+      logits = logits / temperature
+      sampled = jax.random.categorical(sample_key, logits, axis=-1)
+    else:
+      sampled = jnp.argmax(logits, axis=-1)
+    log_probs = jax.nn.log_softmax(logits, axis=-1)
+    confidence = jnp.take_along_axis(log_probs, sampled[..., None], axis=-1)[..., 0]
+    anneal = gumbel_scale * (1.0 - (i + 1) / steps)
+    confidence = confidence + anneal * jax.random.gumbel(noise_key, confidence.shape)
+    confidence = jnp.where(masked, confidence, jnp.inf)  # decided tokens stay decided
+    # at least one more token is decided per step, so none is left after the last step
+    keep_masked = jnp.clip(num_masked_after(i, num_steps=steps, num_tokens=num_tokens),
+                           0, jnp.maximum(num_masked - 1, 0))
+    rank = jnp.argsort(jnp.argsort(confidence, axis=-1), axis=-1)  # 0 = least confident
+    remask = rank < keep_masked
+    tokens = jnp.where(masked, jnp.where(remask, mask_id, sampled), tokens)
+    return tokens.astype(jnp.int32), keep_masked
+
+  start = jnp.full((batch, num_tokens), mask_id, jnp.int32)
+  tokens, _ = jax.lax.fori_loop(0, steps, body, (start, jnp.int32(num_tokens)))
+  return tokens
+
+
+def init_state(dynamics: DynamicsModel, prompt_tokens: jax.Array, prompt_actions: jax.Array,
+               *, max_frames: int, cached: bool = True) -> WorldState:
+  """prompt_tokens int [B, P, S], frame-aligned prompt_actions int [B, P] -> WorldState.
+
+  Only the last `max_frames` prompt frames are kept; the first kept frame gets "no action".
+  """
+  b, p, s = prompt_tokens.shape
+  if prompt_actions.shape != (b, p):
+    raise ValueError(f"prompt actions {prompt_actions.shape} must be frame-aligned with "
+                     f"prompt tokens {prompt_tokens.shape[:2]}")
+  keep = min(p, max_frames)
+  tokens = jnp.zeros((b, max_frames, s), jnp.int32).at[:, :keep].set(prompt_tokens[:, p - keep:])
+  actions = jnp.full((b, max_frames), dynamics.num_actions, jnp.int32)
+  actions = actions.at[:, 1:keep].set(prompt_actions[:, p - keep + 1:])
+  cache = dynamics.encode_context(tokens, actions) if cached else None
+  return WorldState(tokens, actions, cache, jnp.int32(keep))
+
+
+def _slide(dynamics: DynamicsModel, state: WorldState) -> WorldState:
+  """Drops the oldest frame; the rest move to positions 0..T-2 and are re-encoded."""
+  tokens = jnp.roll(state.tokens, -1, axis=1)
+  actions = jnp.roll(state.actions, -1, axis=1).at[:, 0].set(dynamics.num_actions)
+  cache = None if state.cache is None else dynamics.encode_context(tokens, actions)
+  return WorldState(tokens, actions, cache, state.length - 1)
+
+
+def next_frame(dynamics: DynamicsModel, state: WorldState, action: jax.Array, rng: jax.Array, *,
+               steps: int, temperature: float, gumbel_scale: float):
+  """Generates the frame that follows `action` (int [B], the transition from the last frame).
+
+  Returns (new WorldState, tokens int32 [B, S]).
+  """
+  b, t_max, s = state.tokens.shape
+  state = jax.lax.cond(state.length >= t_max, lambda st: _slide(dynamics, st), lambda st: st, state)
+  position = state.length
+  action = action.astype(jnp.int32)
+  actions = jax.lax.dynamic_update_slice_in_dim(state.actions, action[:, None], position, axis=1)
+
+  if state.cache is not None:
+    def logits_fn(frame):
+      return dynamics.step(frame[:, None], action[:, None], state.cache, position)[0][:, 0]
+  else:
+    def logits_fn(frame):
+      context = jax.lax.dynamic_update_slice_in_dim(state.tokens, frame[:, None], position, axis=1)
+      logits = dynamics(context, actions)
+      return jax.lax.dynamic_index_in_dim(logits, position, axis=1, keepdims=False)
+
+  frame = maskgit_decode(logits_fn, rng, batch=b, num_tokens=s, mask_id=dynamics.mask_id,
+                         steps=steps, temperature=temperature, gumbel_scale=gumbel_scale)
+  tokens = jax.lax.dynamic_update_slice_in_dim(state.tokens, frame[:, None], position, axis=1)
+  cache = state.cache
+  if cache is not None:  # the finished frame's keys/values join the cache
+    _, frame_kv = dynamics.step(frame[:, None], action[:, None], cache, position)
+    cache = KVCache(*(jax.lax.dynamic_update_slice_in_dim(c, f.astype(c.dtype), position, axis=2)
+                      for c, f in zip(cache, frame_kv)))
+  return WorldState(tokens, actions, cache, position + 1), frame
+
+
+def rollout(dynamics: DynamicsModel, state: WorldState, actions: jax.Array, rng: jax.Array, *,
+            steps: int, temperature: float, gumbel_scale: float):
+  """actions int [B, N] -> (final WorldState, tokens int32 [B, N, S]); one compiled scan."""
+  def body(st, inputs):
+    action, key = inputs
+    return next_frame(dynamics, st, action, key, steps=steps, temperature=temperature,
+                      gumbel_scale=gumbel_scale)
+
+  keys = jax.random.split(rng, actions.shape[1])
+  state, frames = jax.lax.scan(body, state, (actions.T, keys))
+  return state, frames.transpose(1, 0, 2)

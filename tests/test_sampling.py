@@ -1,0 +1,134 @@
+"""MaskGIT decoding and the frame cache: the cosine schedule, cache == recompute (same rng)
+including the slide past the training window, and a model trained to obey its actions."""
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from genie_jax import sampling
+from genie_jax.models import dynamics as dynamics_lib
+from genie_jax.models.dynamics import DynamicsModel
+from genie_jax.train import losses
+
+
+def _dynamics(seed=0, window=5, tokens=6, codes=16, actions=3, conditioning="token", dim=32):
+  return DynamicsModel(num_codes=codes, tokens_per_frame=tokens, max_frames=window, dim=dim,
+                       num_layers=2, num_heads=4, num_actions=actions,
+                       action_conditioning=conditioning, rngs=nnx.Rngs(seed))
+
+
+@pytest.mark.parametrize("num_tokens,steps", [(16, 25), (920, 25), (6, 4), (5, 8)])
+def test_schedule_is_cosine_and_unmasks_everything_by_the_last_step(num_tokens, steps):
+  mask_id, seen = num_tokens + 7, []
+
+  def logits_fn(tokens):  # records how many tokens are still masked when each step starts
+    jax.debug.callback(lambda c: seen.append(np.asarray(c)), jnp.sum(tokens == mask_id, -1))
+    return jnp.zeros(tokens.shape + (mask_id,))
+
+  out = jax.jit(lambda rng: sampling.maskgit_decode(
+      logits_fn, rng, batch=2, num_tokens=num_tokens, mask_id=mask_id, steps=steps,
+      temperature=1.0, gumbel_scale=1.0))(jax.random.PRNGKey(0))
+  jax.effects_barrier()
+  assert not np.any(np.asarray(out) == mask_id)  # nothing left masked
+  counts = [int(c[0]) for c in seen]
+  # the count before step i is the cosine schedule after step i-1, never below "one more per step"
+  expected = [num_tokens]
+  for i in range(steps - 1):
+    cosine = math.floor(num_tokens * math.cos(math.pi / 2 * (i + 1) / steps))
+    expected.append(max(0, min(cosine, expected[-1] - 1)))
+  assert counts == expected
+  assert all(a >= b for a, b in zip(counts, counts[1:]))
+
+
+def test_greedy_decoding_picks_the_argmax():
+  logits = jax.random.normal(jax.random.PRNGKey(3), (2, 7, 11))
+  out = sampling.maskgit_decode(lambda t: logits, jax.random.PRNGKey(0), batch=2, num_tokens=7,
+                                mask_id=11, steps=5, temperature=0.0, gumbel_scale=0.0)
+  np.testing.assert_array_equal(out, np.argmax(np.asarray(logits), -1))
+
+
+@pytest.mark.parametrize("conditioning", ["token", "additive"])
+def test_cached_and_recomputed_decoding_agree_through_the_slide(conditioning):
+  window, frames_out = 5, 9  # 2 prompt frames + 9 new ones: the context slides 6 times
+  dyn = _dynamics(conditioning=conditioning, window=window)
+  rng = jax.random.PRNGKey(1)
+  prompt = jax.random.randint(rng, (2, 2, 6), 0, 16)
+  prompt_actions = jnp.array([[3, 1], [3, 2]])
+  actions = jax.random.randint(jax.random.PRNGKey(2), (2, frames_out), 0, 3)
+  kw = dict(steps=6, temperature=1.0, gumbel_scale=1.0)
+
+  @functools.partial(jax.jit, static_argnums=0)
+  def run(cached):
+    state = sampling.init_state(dyn, prompt, prompt_actions, max_frames=window, cached=cached)
+    return sampling.rollout(dyn, state, actions, jax.random.PRNGKey(5), **kw)
+
+  cached_state, cached_tokens = run(True)
+  recomputed_state, recomputed_tokens = run(False)
+  np.testing.assert_array_equal(cached_tokens, recomputed_tokens)
+  assert int(cached_state.length) == window
+  # the buffer holds the last `window` frames, the oldest with "no action"
+  np.testing.assert_array_equal(cached_state.tokens, cached_tokens[:, -window:])
+  np.testing.assert_array_equal(cached_state.actions[:, 0], 3)
+  np.testing.assert_array_equal(cached_state.actions[:, 1:], actions[:, -window + 1:])
+  # the incrementally built cache equals encoding the final context from scratch
+  fresh = dyn.encode_context(cached_state.tokens, cached_state.actions)
+  np.testing.assert_allclose(cached_state.cache.k, fresh.k, atol=2e-5)
+  np.testing.assert_allclose(cached_state.cache.v, fresh.v, atol=2e-5)
+
+
+def _obeying_rule(tokens, action, codes):
+  return (tokens + action) % codes  # each action shifts every token's code by its id
+
+
+def test_actions_change_the_rollout_of_a_model_trained_to_obey_them():
+  codes, num_actions, tokens, window = 8, 3, 4, 4
+  model = _dynamics(seed=0, window=window, tokens=tokens, codes=codes, actions=num_actions, dim=48)
+  graphdef, params = nnx.split(model)
+  tx = optax.adam(3e-3)
+  opt_state = tx.init(params)
+
+  def batch(key):
+    k1, k2 = jax.random.split(key)
+    first = jax.random.randint(k1, (32, 1, tokens), 0, codes)
+    acts = jax.random.randint(k2, (32, window - 1), 0, num_actions)
+    frames = [first[:, 0]]
+    for t in range(window - 1):
+      frames.append(_obeying_rule(frames[-1], acts[:, t:t + 1], codes))
+    return jnp.stack(frames, 1), acts
+
+  @jax.jit
+  def train_step(params, opt_state, key):
+    seq, acts = batch(key)
+    def loss_fn(p):
+      m = nnx.merge(graphdef, p)
+      mask = losses.mask_tokens(jax.random.fold_in(key, 1), seq, rate_min=0.5, rate_max=1.0)
+      logits = m(jnp.where(mask, m.mask_id, seq), dynamics_lib.frame_actions(acts, num_actions))
+      return losses.masked_token_loss(logits, seq, mask)[0]
+    loss, grads = jax.value_and_grad(loss_fn)(params)
+    updates, opt_state = tx.update(grads, opt_state)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+  for i in range(400):
+    params, opt_state, loss = train_step(params, opt_state, jax.random.PRNGKey(i))
+  assert float(loss) < 0.2, f"the rule was not learned (loss {float(loss):.3f})"
+
+  model = nnx.merge(graphdef, params)
+  prompt = jax.random.randint(jax.random.PRNGKey(99), (1, 1, tokens), 0, codes)
+  kw = dict(steps=4, temperature=1.0, gumbel_scale=1.0)
+  rollouts = {}
+  for a in range(num_actions):
+    state = sampling.init_state(model, prompt, jnp.full((1, 1), num_actions), max_frames=window)
+    _, out = sampling.rollout(model, state, jnp.full((1, 6), a), jax.random.PRNGKey(0), **kw)
+    expected, frame = [], prompt[:, 0]
+    for _ in range(6):
+      frame = _obeying_rule(frame, a, codes)
+      expected.append(frame)
+    accuracy = float(jnp.mean(out == jnp.stack(expected, 1)))
+    assert accuracy > 0.9, f"action {a}: rollout follows the rule for only {accuracy:.0%} of tokens"
+    rollouts[a] = np.asarray(out)
+  assert not np.array_equal(rollouts[0], rollouts[1]) and not np.array_equal(rollouts[1], rollouts[2])
