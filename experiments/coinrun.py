@@ -40,6 +40,6 @@ def get_config(arg: str = "tokenizer"):
     c.dynamics.update(dim=128, num_blocks=3, num_heads=4)
     c.optim.update(lr=1e-3, warmup_steps=100)
     c.train.update(batch_size=8, log_every=50, image_every=500, ckpt_every=500)
-    c.train.steps = 1200 if c.phase == "tokenizer" else 1500
+    c.train.steps = 1200 if c.phase == "tokenizer" else 600
     c.sampling.steps = 10
   return c

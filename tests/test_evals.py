@@ -152,7 +152,7 @@ def test_delta_psnr_is_zero_when_actions_are_ignored_and_positive_when_obeyed():
 
 
 def test_evaluate_command_writes_metrics_and_plots(tiny_world, tmp_path):
-  from genie_jax import evaluate
+  from genie_jax.evals import run as evaluate
   from genie_jax.train import checkpoints
   config = checkpoints.read_config(tiny_world["world"])
   out = str(tmp_path / "eval")
@@ -167,3 +167,24 @@ def test_evaluate_command_writes_metrics_and_plots(tiny_world, tmp_path):
   for png in ("psnr_vs_t.png", "rollouts.png"):
     assert os.path.getsize(os.path.join(out, png)) > 1000
   assert "Δ3PSNR" in evaluate.summary_table(metrics)
+
+
+def test_periodic_evaluation_inside_training(tiny_world, tmp_path):
+  from experiments import tiny
+  from genie_jax.train import trainer
+  rows = {}
+  for phase in ("tokenizer", "lam_dynamics"):
+    c = tiny.get_config(phase)
+    c.data.update(name="sprites", data_dir=tiny_world["data"])
+    c.train.update(steps=2, log_every=1, ckpt_every=2, image_every=0, batch_size=8, eval_every=2,
+                   eval_clips=8, tokenizer_workdir=tiny_world["tokenizer"])
+    c.sampling.steps = 2
+    workdir = str(tmp_path / phase)
+    trainer.train(c, workdir, progress=False)
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+      rows[phase] = [json.loads(line) for line in f if "eval/recon_psnr" in line]
+  assert [r["step"] for r in rows["tokenizer"]] == [2]
+  assert 0 < rows["tokenizer"][0]["eval/recon_ssim"] <= 1
+  world = rows["lam_dynamics"][0]
+  assert np.isfinite(world["eval/delta4_psnr"]) and 1 <= world["eval/actions_used"] <= 5
+  assert 0 <= world["eval/action_nmi"] <= 1

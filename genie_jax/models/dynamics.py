@@ -45,7 +45,8 @@ class DynamicsModel(nnx.Module):
     self.action_conditioning = action_conditioning
     extra = 1 if action_conditioning == "token" else 0
     kw = dict(rngs=rngs, param_dtype=param_dtype)
-    self.token_embed = Embed(num_codes + 1, dim, names=("vocab", "embed"), **kw)
+    # K codes + the mask token: K+1 rows rarely divide a tensor axis, so rows stay whole
+    self.token_embed = Embed(num_codes + 1, dim, names=(None, "embed"), **kw)
     self.action_embed = Embed(num_actions + 1, dim, names=(None, "embed"), **kw)
     self.pos = PositionalEmbedding(max_frames, tokens_per_frame + extra, dim, **kw)
     self.transformer = STTransformer(dim=dim, num_layers=num_layers, num_heads=num_heads,

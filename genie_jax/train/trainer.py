@@ -61,6 +61,31 @@ def load_frozen_tokenizer(config, mesh):
   return graphdef, params, shardings
 
 
+class TrainSetup:
+  """What the step needs before any array exists: optimizer, abstract module and state, and
+  their shardings on `mesh`. Shared by training and ahead-of-time compilation (aot.py)."""
+
+  BATCH_NDIM = (("frames", 5), ("actions", 2), ("episode_id", 1), ("start_frame", 1))
+
+  def __init__(self, config, mesh):
+    self.config, self.mesh = config, mesh
+    self.rules = tuple(tuple(r) for r in config.rules)
+    self.tx = state_lib.make_optimizer(config.optim, config.train.steps)
+    self.schedule = state_lib.learning_rate_schedule(config.optim, config.train.steps)
+    self.abstract_module = nnx.eval_shape(lambda: build.make_trainable(config, nnx.Rngs(0)))
+    self.graphdef = nnx.graphdef(self.abstract_module)
+    self.abstract_state = jax.eval_shape(lambda: state_lib.init_state(config, build.make_trainable, self.tx))
+    self.shardings = state_lib.state_shardings(config, self.abstract_module, self.abstract_state, mesh)
+    self.batch_shardings = {k: parallel.batch_sharding(mesh, self.rules, nd) for k, nd in self.BATCH_NDIM}
+
+  def jitted_step(self, tokenizer_graphdef=None, frozen_shardings=None):
+    """The train step, jitted with explicit in/out shardings and the state donated."""
+    return jax.jit(
+        step_lib.make_train_step(self.config, self.graphdef, self.tx, self.schedule, tokenizer_graphdef),
+        in_shardings=(self.shardings, self.batch_shardings, frozen_shardings),
+        out_shardings=(self.shardings, NamedSharding(self.mesh, P())), donate_argnums=(0,))
+
+
 def train(config, workdir: str, *, progress: bool = True, stop_after: int | None = None) -> dict:
   """Trains config.phase to config.train.steps; resumes from workdir. Returns last metrics.
 
@@ -73,14 +98,9 @@ def train(config, workdir: str, *, progress: bool = True, stop_after: int | None
   if jax.process_index() == 0:
     checkpoints.write_config(workdir, config)
   total = config.train.steps
-  tx = state_lib.make_optimizer(config.optim, total)
-  schedule = state_lib.learning_rate_schedule(config.optim, total)
+  setup = TrainSetup(config, mesh)
+  tx, graphdef, abstract_state, shardings = setup.tx, setup.graphdef, setup.abstract_state, setup.shardings
   make_module = build.make_trainable
-  abstract_module = nnx.eval_shape(lambda: make_module(config, nnx.Rngs(0)))
-  graphdef = nnx.graphdef(abstract_module)
-  abstract_state = jax.eval_shape(lambda: state_lib.init_state(config, make_module, tx))
-  shardings = state_lib.state_shardings(config, abstract_module, abstract_state, mesh)
-
   frozen, frozen_shardings, tok_graphdef = None, None, None
   if config.phase == "lam_dynamics":
     tok_graphdef, frozen, frozen_shardings = load_frozen_tokenizer(config, mesh)
@@ -96,16 +116,17 @@ def train(config, workdir: str, *, progress: bool = True, stop_after: int | None
     else:
       state = ckpt.restore(start, checkpoints.abstract_with_shardings(abstract_state, shardings), data)
 
-    batch_shardings = {k: parallel.batch_sharding(mesh, rules, nd) for k, nd in
-                       (("frames", 5), ("actions", 2), ("episode_id", 1), ("start_frame", 1))}
-    replicated = NamedSharding(mesh, P())
-    train_step = jax.jit(
-        step_lib.make_train_step(config, graphdef, tx, schedule, tok_graphdef),
-        in_shardings=(shardings, batch_shardings, frozen_shardings),
-        out_shardings=(shardings, replicated), donate_argnums=(0,))
-    preview = jax.jit(step_lib.make_preview(config, graphdef, tok_graphdef))
+    train_step = setup.jitted_step(tok_graphdef, frozen_shardings)
+    # replicated output: every process can fetch the grid (process 0 writes it)
+    preview = jax.jit(step_lib.make_preview(config, graphdef, tok_graphdef),
+                      out_shardings=NamedSharding(mesh, P()))
 
     writer = logging.MetricWriter(workdir)
+    evaluator = None
+    if config.train.eval_every:
+      from genie_jax.evals import periodic  # pylint: disable=g-import-not-at-top
+      evaluator = periodic.PeriodicEvaluator(config, graphdef=graphdef, tokenizer_graphdef=tok_graphdef,
+                                             mesh=mesh)
     frames_per_step = config.train.batch_size * config.data.window
     last = {}
     bar = tqdm(total=total, initial=start, desc=f"train {config.phase}", unit="step",
@@ -133,6 +154,12 @@ def train(config, workdir: str, *, progress: bool = True, stop_after: int | None
         if config.train.image_every and done % config.train.image_every == 0:
           truth, output = jax.device_get(preview(state["params"], frozen, batch["frames"]))
           writer.image(done, "preview/truth_vs_model", logging.video_grid([truth[:8], output[:8]]))
+        if evaluator is not None and done % config.train.eval_every == 0:
+          evaluation = evaluator(state["params"], frozen)
+          writer.scalars(done, evaluation)
+          if jax.process_index() == 0:
+            with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
+              f.write(json.dumps({"step": done, **evaluation}) + "\n")
         bar.update(1)
         interrupted = stop_after is not None and done - start >= stop_after
         if done % config.train.ckpt_every == 0 or done == total or sigterm.received or interrupted:
