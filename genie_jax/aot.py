@@ -15,7 +15,6 @@ Run it with JAX_PLATFORMS unset or "cpu": the topology is described, not attache
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 import sys
 
@@ -98,11 +97,6 @@ def analytic_flops(config, param_counts: dict) -> float:
   return total
 
 
-def count_params(tree) -> int:
-  import jax  # pylint: disable=g-import-not-at-top
-  return sum(math.prod(x.shape) for x in jax.tree.leaves(tree))
-
-
 def compile_step(config, topology_name: str):
   """Compiles the step for the topology; returns a dict of the figures to report."""
   import jax  # pylint: disable=g-import-not-at-top
@@ -111,6 +105,7 @@ def compile_step(config, topology_name: str):
   from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
   from genie_jax import parallel  # pylint: disable=g-import-not-at-top
   from genie_jax.models import build  # pylint: disable=g-import-not-at-top
+  from genie_jax.params import count_leaves  # pylint: disable=g-import-not-at-top
   from genie_jax.train import checkpoints, state as state_lib, trainer  # pylint: disable=g-import-not-at-top
 
   chip, shape = parse_topology(topology_name)
@@ -123,7 +118,6 @@ def compile_step(config, topology_name: str):
   devices = topology.devices
   m = config.mesh
   mesh = parallel.make_mesh(data=m.data, fsdp=m.fsdp, tensor=m.tensor, devices=devices)
-  rules = tuple(tuple(r) for r in config.rules)
   setup = trainer.TrainSetup(config, mesh)
   tok_graphdef, frozen_abstract, frozen_shardings = None, None, None
   if config.phase == "lam_dynamics":
@@ -140,7 +134,7 @@ def compile_step(config, topology_name: str):
       "start_frame": jax.ShapeDtypeStruct((b,), jnp.int32)}
   batch_abstract = checkpoints.abstract_with_shardings(batch_abstract, setup.batch_shardings)
   state_abstract = checkpoints.abstract_with_shardings(setup.abstract_state, setup.shardings)
-  with parallel.use_mesh_rules(mesh, rules):
+  with parallel.use_mesh_rules(mesh, config.rules):
     lowered = setup.jitted_step(tok_graphdef, frozen_shardings).lower(state_abstract, batch_abstract, frozen_abstract)
     try:
       compiled = lowered.compile()
@@ -153,13 +147,13 @@ def compile_step(config, topology_name: str):
   memory = compiled.memory_analysis()
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  counts = {"trainable": count_params(setup.abstract_state["params"])}
+  counts = {"trainable": count_leaves(setup.abstract_state["params"])}
   if config.phase == "lam_dynamics":
-    counts["dynamics"] = count_params(setup.abstract_state["params"]["dynamics"])
-    counts["lam"] = count_params(setup.abstract_state["params"]["lam"])
+    counts["dynamics"] = count_leaves(setup.abstract_state["params"]["dynamics"])
+    counts["lam"] = count_leaves(setup.abstract_state["params"]["lam"])
     tok_params = nnx.to_pure_dict(nnx.state(tok_module, nnx.Param))
-    counts["tokenizer"] = count_params(tok_params)
-    counts["tokenizer_encoder"] = count_params({k: v for k, v in tok_params.items()
+    counts["tokenizer"] = count_leaves(tok_params)
+    counts["tokenizer_encoder"] = count_leaves({k: v for k, v in tok_params.items()
                                                 if k in ("patch_in", "enc_pos", "encoder", "to_latent")})
   else:
     counts["tokenizer"] = counts["trainable"]

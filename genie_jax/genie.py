@@ -23,7 +23,7 @@ from flax import nnx
 
 from genie_jax import parallel, prompts, sampling
 from genie_jax.models import build, dynamics as dynamics_lib
-from genie_jax.train import checkpoints
+from genie_jax.train import checkpoints, trainer
 
 
 class Genie:
@@ -32,7 +32,6 @@ class Genie:
                gumbel_scale: float | None = None, cached: bool = True, seed: int = 0):
     self.config = config
     self.mesh = mesh
-    self._rules = tuple(tuple(r) for r in config.rules)
     self._graphdefs = (tokenizer_graphdef, world_graphdef)
     self.params = params  # {"tokenizer": ..., "world": {"lam": ..., "dynamics": ...}}
     s = config.sampling
@@ -60,10 +59,8 @@ class Genie:
     if not tokenizer_workdir or not os.path.isdir(tokenizer_workdir):
       raise FileNotFoundError(f"tokenizer workdir {tokenizer_workdir!r} (named by {workdir!r}) not "
                               "found; pass tokenizer_workdir=")
-    checkpoints.check_tokenizer_matches(checkpoints.read_config(tokenizer_workdir), config)
     mesh = mesh or parallel.make_mesh(data=1, devices=jax.devices()[:1])
-    tok_graphdef, tok_params, _, _, _ = checkpoints.load_params(
-        tokenizer_workdir, build.make_tokenizer, mesh, rules_config=config)
+    tok_graphdef, tok_params, _ = trainer.load_frozen_tokenizer(config, mesh, tokenizer_workdir)
     world_graphdef, world_params, _, _, _ = checkpoints.load_params(
         workdir, build.make_trainable, mesh, rules_config=config)
     return cls(config=config, tokenizer_graphdef=tok_graphdef, world_graphdef=world_graphdef,
@@ -119,8 +116,7 @@ class Genie:
 
   # ------------------------------------------------------------------ public API
   def prompt_frames(self, prompt) -> np.ndarray:
-    """Any prompt (path, image, frames) -> uint8 [B, P, H, W, 3] at the model's size.
-    Only the last `window` frames of a longer prompt are kept as context."""
+    """Any prompt (path, image, frames) -> uint8 [B, P, H, W, 3] at the model's size."""
     return prompts.prepare_prompt(prompt, height=self.frame_shape[0], width=self.frame_shape[1])
 
   def check_actions(self, actions) -> np.ndarray:
@@ -142,9 +138,9 @@ class Genie:
     return key
 
   def start(self, prompt) -> sampling.WorldState:
-    """Encodes a prompt into the state that `step` continues from."""
+    """Encodes a prompt into the state that `step` continues from (its last `window` frames)."""
     frames = self.prompt_frames(prompt)[:, -self.window:]
-    with parallel.use_mesh_rules(self.mesh, self._rules):
+    with parallel.use_mesh_rules(self.mesh, self.config.rules):
       return self._start(self.params, jnp.asarray(frames))
 
   def step(self, state: sampling.WorldState, action, *, seed: int | None = None):
@@ -154,7 +150,7 @@ class Genie:
     if action.shape[0] not in (1, batch):
       raise ValueError(f"{action.shape[0]} actions for a batch of {batch}: give one per row")
     action = np.broadcast_to(action, (batch,))
-    with parallel.use_mesh_rules(self.mesh, self._rules):
+    with parallel.use_mesh_rules(self.mesh, self.config.rules):
       state, frame = self._step(self.params, state, jnp.asarray(action), self._next_key(seed))
     return state, np.asarray(frame)
 
@@ -168,7 +164,7 @@ class Genie:
     if actions.ndim != 2 or actions.shape[1] == 0 or actions.shape[0] not in (1, batch):
       raise ValueError(f"actions must be [N] or [{batch}, N] with N >= 1, got shape {actions.shape}")
     actions = np.broadcast_to(actions, (batch, actions.shape[1]))
-    with parallel.use_mesh_rules(self.mesh, self._rules):
+    with parallel.use_mesh_rules(self.mesh, self.config.rules):
       _, frames = self._rollout(self.params, state, jnp.asarray(actions), self._next_key(seed))
     return np.asarray(frames)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import math
+import os
 from typing import Any, Sequence
 
 import jax
@@ -136,7 +137,6 @@ def maybe_initialize_distributed(mode: str = "auto") -> None:
   """jax.distributed.initialize() on multi-host platforms (Cloud TPU pods set the
   environment it reads; elsewhere set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES,
   JAX_PROCESS_ID)."""
-  import os
   if mode == "off":
     return
   multi_host_tpu = len(os.environ.get("TPU_WORKER_HOSTNAMES", "").split(",")) > 1

@@ -8,18 +8,21 @@ from __future__ import annotations
 import math
 
 import jax
-from absl import app
+from absl import app, flags
 from flax import nnx
 from ml_collections import config_flags
 
 from genie_jax.models import build
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config (file.py:variant).")
+
+def count_leaves(tree) -> int:
+  """Elements in a tree of arrays or ShapeDtypeStructs."""
+  return sum(math.prod(x.shape) for x in jax.tree.leaves(tree))
 
 
 def count_params(make_fn, config) -> int:
   abstract = nnx.eval_shape(lambda: make_fn(config, nnx.Rngs(0)))
-  return sum(math.prod(x.shape) for x in jax.tree.leaves(nnx.state(abstract, nnx.Param)))
+  return count_leaves(nnx.state(abstract, nnx.Param))
 
 
 def all_counts(config) -> dict[str, int]:
@@ -29,9 +32,11 @@ def all_counts(config) -> dict[str, int]:
 
 def main(argv):
   del argv
-  for name, n in all_counts(_CONFIG.value).items():
+  for name, n in all_counts(flags.FLAGS.config).items():
     print(f"{name:10s} {n:>16,d}  ({n / 1e6:,.1f}M)")
 
 
 if __name__ == "__main__":
+  # defined here, not at import, so other commands can import this module
+  config_flags.DEFINE_config_file("config", None, "Experiment config (file.py:variant).")
   app.run(main)

@@ -17,18 +17,7 @@ import time
 import numpy as np
 from absl import app, flags
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Phase-2 (lam_dynamics) workdir.", required=True)
-_TOKENIZER = flags.DEFINE_string("tokenizer_workdir", None, "Tokenizer workdir (default: the one the run used).")
-_PROMPT = flags.DEFINE_string("prompt", None, "Image or video to start from (default: a validation clip).")
-_ACTIONS = flags.DEFINE_string("actions", None, "Headless: comma-separated latent actions, e.g. 0,3,3,1.")
-_OUT = flags.DEFINE_string("out", None, "Headless: where to write the rollout (.gif or .mp4).")
-_RECORD = flags.DEFINE_string("record", None, "Window: save the session to this .gif or .mp4 on exit.")
-_SCALE = flags.DEFINE_integer("scale", 6, "Window/recording pixels per model pixel.")
-_FPS = flags.DEFINE_float("fps", 10.0, "Frame rate of written videos.")
-_STEPS = flags.DEFINE_integer("steps", None, "MaskGIT steps per frame (default: the config's).")
-_TEMPERATURE = flags.DEFINE_float("temperature", None, "Sampling temperature (default: the config's).")
-_SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
-
+from genie_jax import media
 
 def parse_actions(text: str, num_actions: int) -> list[int]:
   """"0,3,3,1" -> [0, 3, 3, 1]; a clear error for anything else or out of 0..A-1."""
@@ -61,7 +50,6 @@ def default_prompt(genie) -> np.ndarray:
 
 
 def run_headless(genie, prompt, actions: list[int], out: str, *, fps: float, scale: int, seed: int) -> str:
-  from genie_jax import media  # pylint: disable=g-import-not-at-top
   start = time.perf_counter()
   frames = genie.rollout(prompt, actions, seed=seed)[0]
   first = genie.prompt_frames(prompt)[0, -1:]
@@ -89,7 +77,6 @@ def run_window(genie, prompt, *, scale: int, record: str | None, fps: float,
   running, script = True, list(scripted_keys or [])
 
   def draw():
-    from genie_jax import media  # pylint: disable=g-import-not-at-top
     surface = pygame.surfarray.make_surface(media.upscale(frame, scale).swapaxes(0, 1))
     screen.fill((20, 20, 20))
     screen.blit(surface, (0, 0))
@@ -127,29 +114,46 @@ def run_window(genie, prompt, *, scale: int, record: str | None, fps: float,
       time.sleep(0.01)
   pygame.quit()
   if record:
-    from genie_jax import media  # pylint: disable=g-import-not-at-top
-    print(f"session -> {media.write_video(record, np.stack(session), fps=fps, scale=scale)}")
+      print(f"session -> {media.write_video(record, np.stack(session), fps=fps, scale=scale)}")
   return session
+
+
+def define_flags():
+  """The command line's flags, defined only when run as a command (the quickstart, tests and
+  the notebook import this module's functions)."""
+  flags.DEFINE_string("workdir", None, "Phase-2 (lam_dynamics) workdir.", required=True)
+  flags.DEFINE_string("tokenizer_workdir", None, "Tokenizer workdir (default: the one the run used).")
+  flags.DEFINE_string("prompt", None, "Image or video to start from (default: a validation clip).")
+  flags.DEFINE_string("actions", None, "Headless: comma-separated latent actions, e.g. 0,3,3,1.")
+  flags.DEFINE_string("out", None, "Headless: where to write the rollout (.gif or .mp4).")
+  flags.DEFINE_string("record", None, "Window: save the session to this .gif or .mp4 on exit.")
+  flags.DEFINE_integer("scale", 6, "Window/recording pixels per model pixel.")
+  flags.DEFINE_float("fps", 10.0, "Frame rate of written videos.")
+  flags.DEFINE_integer("steps", None, "MaskGIT steps per frame (default: the config's).")
+  flags.DEFINE_float("temperature", None, "Sampling temperature (default: the config's).")
+  flags.DEFINE_integer("seed", 0, "Sampling seed.")
 
 
 def main(argv):
   del argv
+  f = flags.FLAGS
   os.environ.setdefault("JAX_PLATFORMS", "cpu")
   from genie_jax.genie import Genie  # pylint: disable=g-import-not-at-top
-  if (_ACTIONS.value is None) != (_OUT.value is None):
+  if (f.actions is None) != (f.out is None):
     sys.exit("error: headless play needs both --actions and --out")
   try:
-    genie = Genie.load(_WORKDIR.value, tokenizer_workdir=_TOKENIZER.value, steps=_STEPS.value,
-                       temperature=_TEMPERATURE.value, seed=_SEED.value)
-    actions = parse_actions(_ACTIONS.value, genie.num_actions) if _ACTIONS.value is not None else None
-    prompt = genie.prompt_frames(_PROMPT.value) if _PROMPT.value else default_prompt(genie)
+    genie = Genie.load(f.workdir, tokenizer_workdir=f.tokenizer_workdir, steps=f.steps,
+                       temperature=f.temperature, seed=f.seed)
+    actions = parse_actions(f.actions, genie.num_actions) if f.actions is not None else None
+    prompt = genie.prompt_frames(f.prompt) if f.prompt else default_prompt(genie)
     if actions is not None:
-      run_headless(genie, prompt, actions, _OUT.value, fps=_FPS.value, scale=_SCALE.value, seed=_SEED.value)
+      run_headless(genie, prompt, actions, f.out, fps=f.fps, scale=f.scale, seed=f.seed)
     else:
-      run_window(genie, prompt, scale=_SCALE.value, record=_RECORD.value, fps=_FPS.value)
+      run_window(genie, prompt, scale=f.scale, record=f.record, fps=f.fps)
   except (FileNotFoundError, ValueError) as e:
     sys.exit(f"error: {e}")
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

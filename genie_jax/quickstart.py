@@ -61,7 +61,7 @@ def main(argv):
   dyn_cfg = quickstart_config("lam_dynamics", data_dir, _STEPS.value, tokenizer_workdir=tok_dir)
   trainer.train(dyn_cfg, dyn_dir)
   print("[4/5] evaluation on the validation split (levels unseen in training)")
-  from genie_jax import media
+  from genie_jax import play
   from genie_jax.evals import run as evaluate
   from genie_jax.genie import Genie
   genie = Genie.load(dyn_dir)
@@ -69,12 +69,9 @@ def main(argv):
                          t=4, out=os.path.join(workdir, "eval"), batch_size=8, genie=genie)
   print(evaluate.summary_table(metrics))
   print("[5/5] a rollout from a validation frame with random latent actions")
-  source, _ = records.open_split(data_dir, "coinrun", "validation")
-  prompt = np.asarray(source[0]["frames"][:1])
   actions = np.random.default_rng(0).integers(0, genie.num_actions, 24)
-  frames = genie.rollout(prompt, actions, seed=0)[0]
-  gif = media.write_video(os.path.join(workdir, "rollout.gif"), np.concatenate([prompt, frames]),
-                          fps=8, scale=4)
+  gif = play.run_headless(genie, play.default_prompt(genie), actions.tolist(),
+                          os.path.join(workdir, "rollout.gif"), fps=8, scale=4, seed=0)
   summary = {"tokenizer_validation": validate.validate(tok_cfg, tok_dir),
              "lam_dynamics_validation": validate.validate(dyn_cfg, dyn_dir),
              "evaluation": {k: metrics[k] for k in ("num_clips", "clip_frames", "delta_psnr", "recon_psnr",

@@ -27,7 +27,6 @@ def _curve(workdir, key="loss"):
 
 
 def _params(workdir, config):
-  from flax import nnx
   from genie_jax.models import build
   from genie_jax.train import state as state_lib
   tx = state_lib.make_optimizer(config.optim, config.train.steps)

@@ -29,7 +29,7 @@ def preprocess(clips: jax.Array) -> jax.Array:
 
 
 class FeatureExtractor:
-  """I3D logits of clips, batched and sharded over every device of `mesh`'s devices."""
+  """I3D logits of clips, in fixed-size batches sharded over `devices` (default: all)."""
 
   def __init__(self, *, batch_size: int = 8, devices=None, model: i3d_lib.I3D | None = None):
     devices = list(devices or jax.devices())

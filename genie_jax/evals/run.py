@@ -7,16 +7,19 @@ import json
 import os
 import time
 
+import jax
 import numpy as np
+
+from data_pipelines import loader
+from genie_jax import parallel
+from genie_jax.evals import fvd as fvd_lib, plots, world_eval
+from genie_jax.genie import Genie
 
 
 def evaluation_batches(config, *, batch_size: int, split: str | None = None):
   """Fixed (unshuffled) windows of the evaluation split, as numpy batches on the host."""
-  import jax  # pylint: disable=g-import-not-at-top
-  from data_pipelines import loader  # pylint: disable=g-import-not-at-top
-  from genie_jax import parallel  # pylint: disable=g-import-not-at-top
   mesh = parallel.make_mesh(data=1, devices=jax.devices()[:1])
-  data = loader.make_iterator(config.data, mesh=mesh, rules=tuple(tuple(r) for r in config.rules),
+  data = loader.make_iterator(config.data, mesh=mesh, rules=config.rules,
                               split=split or config.data.eval_split, global_batch_size=batch_size,
                               seed=0, shuffle=False)
   for batch in data:
@@ -25,18 +28,12 @@ def evaluation_batches(config, *, batch_size: int, split: str | None = None):
 
 def run(config, workdir: str, *, num_clips: int, fvd_clips: int, t: int, out: str, batch_size: int = 8,
         steps: int | None = None, seed: int = 0, genie=None) -> dict:
-  from genie_jax.evals import fvd as fvd_lib, plots, world_eval  # pylint: disable=g-import-not-at-top
-  from genie_jax.genie import Genie  # pylint: disable=g-import-not-at-top
   started = time.perf_counter()
   genie = genie or Genie.load(workdir, steps=steps, seed=seed)
   extractor = fvd_lib.FeatureExtractor() if fvd_clips else None
-  batches = lambda: evaluation_batches(config, batch_size=batch_size)
-  same_clips = fvd_clips == num_clips
-  metrics, examples = world_eval.evaluate_world(genie, batches(), num_clips=num_clips, t=t, seed=seed,
-                                                extractor=extractor if same_clips else None)
-  if extractor is not None and not same_clips:  # FVD on its own number of clips
-    metrics["fvd"] = world_eval.evaluate_world(genie, batches(), num_clips=fvd_clips, t=t, seed=seed,
-                                               extractor=extractor)[0]["fvd"]
+  metrics, examples = world_eval.evaluate_world(
+      genie, evaluation_batches(config, batch_size=batch_size), num_clips=num_clips, t=t, seed=seed,
+      extractor=extractor, fvd_clips=fvd_clips)
   metrics["maskgit_steps"] = genie.sampling["steps"]
   metrics["workdir"] = os.path.abspath(workdir)
   metrics["data"] = {"name": config.data.name, "split": config.data.eval_split}

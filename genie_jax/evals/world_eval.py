@@ -9,7 +9,8 @@ For every clip x_0..x_T-1 of the evaluation split:
   * the tokenizer's reconstruction PSNR/SSIM of the clip;
   * latent-action usage, and where the data has real actions, how well latent actions
     predict them (best latent->real mapping accuracy, normalised mutual information);
-  * FVD between the real clips and [x_0, x̂_1..] (LAM actions), when an extractor is given.
+  * FVD between the real clips and [x_0, x̂_1..] (LAM actions) of the first `fvd_clips`
+    clips, when an extractor is given (one pass serves both counts).
 """
 from __future__ import annotations
 
@@ -25,17 +26,21 @@ def _mean_ci(values: np.ndarray) -> tuple[float, float]:
 
 
 def evaluate_world(genie, batches, *, num_clips: int, t: int = 4, seed: int = 0,
-                   extractor: fvd_lib.FeatureExtractor | None = None, keep_examples: int = 4):
+                   extractor: fvd_lib.FeatureExtractor | None = None, fvd_clips: int | None = None,
+                   keep_examples: int = 4):
   """batches: iterable of {"frames": uint8 [B, T, H, W, 3], "actions": int [B, T]}.
 
+  Metrics use the first `num_clips` clips, FVD the first `fvd_clips` (default num_clips).
   Returns (metrics dict, examples dict of uint8 arrays for plots).
   """
+  fvd_clips = num_clips if fvd_clips is None else fvd_clips
+  total = max(num_clips, fvd_clips if extractor is not None else 0)
   rng = np.random.default_rng(seed)
   per_frame = {k: [] for k in ("psnr_lam", "psnr_random", "ssim_lam", "ssim_random", "recon_psnr", "recon_ssim")}
   latent, real, reals, fakes, examples = [], [], [], [], {}
   seen = 0
   for batch in batches:
-    frames = np.asarray(batch["frames"])[: num_clips - seen]
+    frames = np.asarray(batch["frames"])[: total - seen]
     if frames.shape[1] <= t:
       raise ValueError(f"ΔtPSNR at t={t} needs clips of more than {t} frames; these have {frames.shape[1]}")
     lam_actions = genie.infer_actions(frames)
@@ -62,19 +67,19 @@ def evaluate_world(genie, batches, *, num_clips: int, t: int = 4, seed: int = 0,
       examples = {"truth": frames[:k], "lam": rolled_lam[:k], "random": rolled_random[:k],
                   "lam_actions": lam_actions[:k], "random_actions": random_actions[:k]}
     seen += len(frames)
-    if seen >= num_clips:
+    if seen >= total:
       break
-  if seen < num_clips:
-    raise ValueError(f"the evaluation split gave {seen} clips, fewer than the {num_clips} asked for")
-  cat = {k: np.concatenate(v) for k, v in per_frame.items()}  # [N, frames]
+  if seen < total:
+    raise ValueError(f"the evaluation split gave {seen} clips, fewer than the {total} asked for")
+  cat = {k: np.concatenate(v)[:num_clips] for k, v in per_frame.items()}  # [N, frames]
   delta = cat["psnr_lam"][:, t - 1] - cat["psnr_random"][:, t - 1]  # column t-1 holds x_t
   mean, ci95 = _mean_ci(delta)
-  latent = np.concatenate(latent)
-  real = np.concatenate(real)
+  latent = np.concatenate(latent)[:num_clips]
+  real = np.concatenate(real)[:num_clips]
   usage = np.bincount(latent.ravel(), minlength=genie.num_actions)
   probs = usage / usage.sum()
   metrics = {
-      "num_clips": int(seen), "clip_frames": int(frames.shape[1]), "t": t,
+      "num_clips": int(num_clips), "clip_frames": int(frames.shape[1]), "t": t,
       "delta_psnr": {"mean": mean, "ci95": ci95, "psnr_lam": float(cat["psnr_lam"][:, t - 1].mean()),
                      "psnr_random": float(cat["psnr_random"][:, t - 1].mean())},
       "rollout": {k: cat[k].mean(0).tolist() for k in ("psnr_lam", "psnr_random", "ssim_lam", "ssim_random")},
@@ -89,7 +94,7 @@ def evaluate_world(genie, batches, *, num_clips: int, t: int = 4, seed: int = 0,
     metrics["real_actions"] = {"best_mapping_accuracy": action_metrics.best_mapping_accuracy(table),
                                "nmi": action_metrics.normalized_mutual_information(table)}
   if extractor is not None:
-    real_clips, fake_clips = np.concatenate(reals), np.concatenate(fakes)
+    real_clips, fake_clips = np.concatenate(reals)[:fvd_clips], np.concatenate(fakes)[:fvd_clips]
     metrics["fvd"] = {"value": fvd_lib.fvd(real_clips, fake_clips, extractor),
                       "real_clips": len(real_clips), "generated_clips": len(fake_clips),
                       "frames": int(real_clips.shape[1])}

@@ -6,8 +6,6 @@ r"""Train a phase of Genie.
 Any config field can be overridden: --config.train.steps=1000 --config.mesh.fsdp=4.
 Rerunning the same command resumes from the latest checkpoint in --workdir.
 """
-import os
-
 from absl import app, flags, logging
 from ml_collections import config_flags
 

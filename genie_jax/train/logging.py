@@ -1,6 +1,8 @@
-"""TensorBoard scalars and images (tensorboardX: no TensorFlow needed), process 0 only."""
+"""TensorBoard scalars and images (tensorboardX: no TensorFlow needed) and metrics.jsonl,
+written by process 0 only."""
 from __future__ import annotations
 
+import json
 import os
 
 import jax
@@ -10,14 +12,18 @@ import numpy as np
 class MetricWriter:
   def __init__(self, workdir: str):
     self._writer = None
+    self._jsonl = os.path.join(workdir, "metrics.jsonl")
     if jax.process_index() == 0:
       from tensorboardX import SummaryWriter
       self._writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
   def scalars(self, step: int, metrics: dict) -> None:
+    """To TensorBoard and as one {"step": ..., **metrics} line of metrics.jsonl."""
     if self._writer:
       for k, v in metrics.items():
         self._writer.add_scalar(k, float(v), step)
+      with open(self._jsonl, "a") as f:
+        f.write(json.dumps({"step": step, **{k: float(v) for k, v in metrics.items()}}) + "\n")
 
   def image(self, step: int, name: str, image: np.ndarray) -> None:
     """image float [H, W, 3] in [0, 1]."""

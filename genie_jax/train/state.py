@@ -44,13 +44,6 @@ def code_age_init(config) -> dict[str, jax.Array]:
   return {"lam": jnp.zeros((config.lam.num_actions,), jnp.int32)}
 
 
-def param_logical_names(abstract_module) -> dict:
-  """Pure dict of logical axis-name tuples, mirroring the module's Param pure dict."""
-  names = jax.tree.map(lambda v: v.get_metadata().get("out_sharding"), nnx.state(abstract_module, nnx.Param),
-                       is_leaf=lambda x: isinstance(x, nnx.Variable))
-  return nnx.to_pure_dict(names)
-
-
 def _paths(tree, is_leaf=None):
   return {tuple(str(k) for k in path): leaf
           for path, leaf in jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_leaf)[0]}
@@ -78,9 +71,7 @@ def shardings_like_params(tree, param_shardings, mesh) -> Any:
 
 def param_shardings(config, abstract_module, mesh) -> dict:
   """NamedShardings of the module's params pure dict, from the config's logical-axis rules."""
-  return jax.tree.map(lambda n: NamedSharding(mesh, parallel.logical_to_spec(n, config.rules)),
-                      param_logical_names(abstract_module),
-                      is_leaf=lambda x: isinstance(x, tuple) or x is None)
+  return nnx.to_pure_dict(parallel.state_shardings(nnx.state(abstract_module, nnx.Param), mesh, config.rules))
 
 
 def state_shardings(config, abstract_module, abstract_state: TrainState, mesh) -> TrainState:

@@ -1,8 +1,6 @@
 """The pure, jitted train step (and a preview function for image summaries)."""
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import optax

@@ -6,13 +6,11 @@ first non-finite step, save on SIGTERM (preemption) before exiting.
 """
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
 
 import jax
-import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 from tqdm import tqdm
@@ -50,9 +48,10 @@ class _SigtermFlag:
       signal.signal(signal.SIGTERM, self._previous)
 
 
-def load_frozen_tokenizer(config, mesh):
-  """Phase 2: (graphdef, sharded params) of the tokenizer in config.train.tokenizer_workdir."""
-  workdir = config.train.tokenizer_workdir
+def load_frozen_tokenizer(config, mesh, workdir: str | None = None):
+  """Phase 2: (graphdef, params sharded on `mesh`, shardings) of the tokenizer in `workdir`
+  (default config.train.tokenizer_workdir), refused if it does not match `config`."""
+  workdir = workdir or config.train.tokenizer_workdir
   if not workdir:
     raise ValueError("phase lam_dynamics needs --config.train.tokenizer_workdir=<phase-1 workdir>")
   checkpoints.check_tokenizer_matches(checkpoints.read_config(workdir), config)
@@ -69,14 +68,18 @@ class TrainSetup:
 
   def __init__(self, config, mesh):
     self.config, self.mesh = config, mesh
-    self.rules = tuple(tuple(r) for r in config.rules)
     self.tx = state_lib.make_optimizer(config.optim, config.train.steps)
     self.schedule = state_lib.learning_rate_schedule(config.optim, config.train.steps)
     self.abstract_module = nnx.eval_shape(lambda: build.make_trainable(config, nnx.Rngs(0)))
     self.graphdef = nnx.graphdef(self.abstract_module)
     self.abstract_state = jax.eval_shape(lambda: state_lib.init_state(config, build.make_trainable, self.tx))
     self.shardings = state_lib.state_shardings(config, self.abstract_module, self.abstract_state, mesh)
-    self.batch_shardings = {k: parallel.batch_sharding(mesh, self.rules, nd) for k, nd in self.BATCH_NDIM}
+    self.batch_shardings = {k: parallel.batch_sharding(mesh, config.rules, nd) for k, nd in self.BATCH_NDIM}
+
+  def init_state(self):
+    """A fresh state, created already sharded."""
+    return jax.jit(lambda: state_lib.init_state(self.config, build.make_trainable, self.tx),
+                   out_shardings=self.shardings)()
 
   def jitted_step(self, tokenizer_graphdef=None, frozen_shardings=None):
     """The train step, jitted with explicit in/out shardings and the state donated."""
@@ -94,38 +97,36 @@ def train(config, workdir: str, *, progress: bool = True, stop_after: int | None
   """
   os.makedirs(workdir, exist_ok=True)
   mesh = parallel.mesh_from_config(config.mesh)
-  rules = tuple(tuple(r) for r in config.rules)
   if jax.process_index() == 0:
     checkpoints.write_config(workdir, config)
   total = config.train.steps
   setup = TrainSetup(config, mesh)
-  tx, graphdef, abstract_state, shardings = setup.tx, setup.graphdef, setup.abstract_state, setup.shardings
-  make_module = build.make_trainable
   frozen, frozen_shardings, tok_graphdef = None, None, None
   if config.phase == "lam_dynamics":
     tok_graphdef, frozen, frozen_shardings = load_frozen_tokenizer(config, mesh)
 
-  data = loader.make_iterator(config.data, mesh=mesh, rules=rules,
+  data = loader.make_iterator(config.data, mesh=mesh, rules=config.rules,
                               global_batch_size=config.train.batch_size, seed=config.seed)
   ckpt = checkpoints.Checkpointer(workdir, keep=config.train.keep, keep_period=config.train.keep_period)
   start = ckpt.latest_step()
-  with parallel.use_mesh_rules(mesh, rules):
+  with parallel.use_mesh_rules(mesh, config.rules):
     if start is None:
-      state = jax.jit(lambda: state_lib.init_state(config, make_module, tx), out_shardings=shardings)()
+      state = setup.init_state()
       start = 0
     else:
-      state = ckpt.restore(start, checkpoints.abstract_with_shardings(abstract_state, shardings), data)
+      state = ckpt.restore(start, checkpoints.abstract_with_shardings(setup.abstract_state, setup.shardings),
+                           data)
 
     train_step = setup.jitted_step(tok_graphdef, frozen_shardings)
     # replicated output: every process can fetch the grid (process 0 writes it)
-    preview = jax.jit(step_lib.make_preview(config, graphdef, tok_graphdef),
+    preview = jax.jit(step_lib.make_preview(config, setup.graphdef, tok_graphdef),
                       out_shardings=NamedSharding(mesh, P()))
 
     writer = logging.MetricWriter(workdir)
     evaluator = None
     if config.train.eval_every:
       from genie_jax.evals import periodic  # pylint: disable=g-import-not-at-top
-      evaluator = periodic.PeriodicEvaluator(config, graphdef=graphdef, tokenizer_graphdef=tok_graphdef,
+      evaluator = periodic.PeriodicEvaluator(config, graphdef=setup.graphdef, tokenizer_graphdef=tok_graphdef,
                                              mesh=mesh)
     frames_per_step = config.train.batch_size * config.data.window
     last = {}
@@ -146,20 +147,13 @@ def train(config, workdir: str, *, progress: bool = True, stop_after: int | None
           last["steps_per_sec"] = window_steps / elapsed
           last["frames_per_sec"] = window_steps * frames_per_step / elapsed
           writer.scalars(done, last)
-          if jax.process_index() == 0:
-            with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
-              f.write(json.dumps({"step": done, **last}) + "\n")
           bar.set_postfix(loss=f"{last['loss']:.4f}", fps=f"{last['frames_per_sec']:.1f}")
           window_start, window_steps = time.perf_counter(), 0
         if config.train.image_every and done % config.train.image_every == 0:
           truth, output = jax.device_get(preview(state["params"], frozen, batch["frames"]))
           writer.image(done, "preview/truth_vs_model", logging.video_grid([truth[:8], output[:8]]))
         if evaluator is not None and done % config.train.eval_every == 0:
-          evaluation = evaluator(state["params"], frozen)
-          writer.scalars(done, evaluation)
-          if jax.process_index() == 0:
-            with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
-              f.write(json.dumps({"step": done, **evaluation}) + "\n")
+          writer.scalars(done, evaluator(state["params"], frozen))
         bar.update(1)
         interrupted = stop_after is not None and done - start >= stop_after
         if done % config.train.ckpt_every == 0 or done == total or sigterm.received or interrupted:
