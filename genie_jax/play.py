@@ -142,6 +142,9 @@ def main(argv):
   if (f.actions is None) != (f.out is None):
     sys.exit("error: headless play needs both --actions and --out")
   try:
+    for path in (f.out, f.record):  # a bad file name fails now, not after the rollout
+      if path:
+        media.check_video_path(path)
     genie = Genie.load(f.workdir, tokenizer_workdir=f.tokenizer_workdir, steps=f.steps,
                        temperature=f.temperature, seed=f.seed)
     actions = parse_actions(f.actions, genie.num_actions) if f.actions is not None else None

@@ -109,3 +109,12 @@ def test_play_command_writes_a_gif_and_refuses_bad_actions(tiny_world, tmp_path)
   bad = subprocess.run(cmd + ["--actions", "0,9", "--out", out], env=env, capture_output=True,
                        text=True, timeout=300)
   assert bad.returncode != 0 and "latent action 9 is out of range" in bad.stderr
+
+
+def test_play_refuses_an_unwritable_output_name_before_generating(tiny_world, tmp_path):
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
+  done = subprocess.run([sys.executable, "-m", "genie_jax.play", "--workdir", tiny_world["world"],
+                         "--actions", "0", "--out", str(tmp_path / "run.avi")], env=env,
+                        capture_output=True, text=True, timeout=300)
+  assert done.returncode != 0 and "choose a .gif or .mp4" in done.stderr
+  assert not os.listdir(tmp_path)
