@@ -47,8 +47,9 @@ class WindowSampler:
 
 def host_dataset(*, data_dir: str, name: str, split: str, local_batch_size: int, window: int,
                  stride: int = 1, seed: int = 0, process_index: int = 0, process_count: int = 1,
-                 shuffle: bool = True) -> tuple[grain.MapDataset, dict]:
-  """This process's batches of numpy windows, as an infinite grain.MapDataset."""
+                 shuffle: bool = True, num_epochs: int | None = None) -> tuple[grain.MapDataset, dict]:
+  """This process's batches of numpy windows: one window per record per epoch, for
+  `num_epochs` epochs (None: forever, for training; 1: each record once, for evaluation)."""
   source, metadata = records.open_split(data_dir, name, split)
   sampler = WindowSampler(window=window, stride=stride)
   if sampler.span > metadata["min_frames"]:
@@ -61,7 +62,7 @@ def host_dataset(*, data_dir: str, name: str, split: str, local_batch_size: int,
   ds = grain.MapDataset.source(source).seed(seed)[process_index::process_count]
   if shuffle:
     ds = ds.shuffle()
-  ds = ds.repeat(None).random_map(sampler)
+  ds = ds.repeat(num_epochs).random_map(sampler)
   return ds.batch(local_batch_size, drop_remainder=True), metadata
 
 
@@ -95,7 +96,8 @@ class DeviceIterator:
 
 
 def make_iterator(data_config, *, mesh: Mesh, rules, global_batch_size: int, seed: int,
-                  split: str | None = None, shuffle: bool = True) -> DeviceIterator:
+                  split: str | None = None, shuffle: bool = True,
+                  num_epochs: int | None = None) -> DeviceIterator:
   """The training iterator from a config's `data` block (name, data_dir, window, stride, split)."""
   divisor = parallel.batch_axis_size(mesh, rules)
   if global_batch_size % divisor:
@@ -108,5 +110,5 @@ def make_iterator(data_config, *, mesh: Mesh, rules, global_batch_size: int, see
       data_dir=data_config.data_dir, name=data_config.name, split=split or data_config.split,
       local_batch_size=global_batch_size // jax.process_count(), window=data_config.window,
       stride=data_config.stride, seed=seed, process_index=jax.process_index(),
-      process_count=jax.process_count(), shuffle=shuffle)
+      process_count=jax.process_count(), shuffle=shuffle, num_epochs=num_epochs)
   return DeviceIterator(dataset, mesh, rules, metadata, num_threads=data_config.get("num_threads", 2))

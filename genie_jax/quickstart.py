@@ -50,8 +50,9 @@ def main(argv):
     records.dataset_dir(data_dir, "coinrun")
     print("      already built, reusing it")
   except FileNotFoundError:
-    coinrun.build(data_dir=data_dir, episodes=_EPISODES.value, eval_episodes=8, max_steps=64,
-                  num_levels=1000)
+    # twice the clips evaluated: each clip is its own episode, even if a few end too soon
+    coinrun.build(data_dir=data_dir, episodes=_EPISODES.value, eval_episodes=2 * _EVAL_CLIPS.value,
+                  max_steps=64, num_levels=1000)
 
   tok_dir, dyn_dir = os.path.join(workdir, "tokenizer"), os.path.join(workdir, "lam_dynamics")
   print("[2/5] phase 1: video tokenizer")

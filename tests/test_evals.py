@@ -188,3 +188,14 @@ def test_periodic_evaluation_inside_training(tiny_world, tmp_path):
   world = rows["lam_dynamics"][0]
   assert np.isfinite(world["eval/delta4_psnr"]) and 1 <= world["eval/actions_used"] <= 5
   assert 0 <= world["eval/action_nmi"] <= 1
+
+
+def test_asking_for_more_clips_than_the_split_holds_is_refused(tiny_world, tmp_path):
+  # each record is evaluated once: the sprites validation split has 8 records (4 episodes x 2)
+  from genie_jax.evals import run as evaluate
+  from genie_jax.train import checkpoints
+  config = checkpoints.read_config(tiny_world["world"])
+  with pytest.raises(ValueError, match="gave 8 clips, fewer than the 12 asked for"):
+    evaluate.run(config, tiny_world["world"], num_clips=12, fvd_clips=0, t=3, out=str(tmp_path / "e"),
+                 batch_size=4, steps=2)
+  assert not os.path.exists(tmp_path / "e")

@@ -17,11 +17,12 @@ from genie_jax.genie import Genie
 
 
 def evaluation_batches(config, *, batch_size: int, split: str | None = None):
-  """Fixed (unshuffled) windows of the evaluation split, as numpy batches on the host."""
+  """Fixed (unshuffled) windows of the evaluation split, one per record (so no clip is
+  counted twice), as numpy batches on the host."""
   mesh = parallel.make_mesh(data=1, devices=jax.devices()[:1])
   data = loader.make_iterator(config.data, mesh=mesh, rules=config.rules,
                               split=split or config.data.eval_split, global_batch_size=batch_size,
-                              seed=0, shuffle=False)
+                              seed=0, shuffle=False, num_epochs=1)
   for batch in data:
     yield {k: np.asarray(v) for k, v in batch.items()}
 
