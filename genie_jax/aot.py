@@ -15,6 +15,7 @@ Run it with JAX_PLATFORMS unset or "cpu": the topology is described, not attache
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import sys
 
@@ -204,8 +205,12 @@ def _knobs(config, mesh_shape: dict) -> list[str]:
   knobs = []
   if config.remat == "none":
     knobs.append("--config.remat=full (or dots) to keep fewer activations")
-  knobs.append(f"a larger FSDP axis (--config.mesh.fsdp, now {mesh_shape.get('fsdp')}) to split params "
-               "and optimizer state further")
+  elif config.remat != "full":
+    knobs.append(f"--config.remat=full (now {config.remat}) to keep only each block's input")
+  devices = math.prod(mesh_shape.values())
+  fsdp = mesh_shape.get("fsdp")
+  knobs.append(f"a larger FSDP axis (--config.mesh.fsdp, now {fsdp}) to split params and optimizer state "
+               "further" + (" (it already spans the slice: use a larger one)" if fsdp == devices else ""))
   knobs.append(f"a smaller per-chip batch: --config.train.batch_size (now {config.train.batch_size}) with "
                "--config.optim.grad_accum to keep the global batch")
   return knobs
