@@ -6,10 +6,12 @@ r"""Tiny models that train in seconds on CPU (tests, quickstart, CI).
 """
 from experiments.base import base_config
 
+VARIANTS = ("tokenizer", "lam_dynamics")
+
 
 def get_config(arg: str = "tokenizer"):
-  if arg not in ("tokenizer", "lam_dynamics"):
-    raise ValueError(f"unknown variant {arg!r} of tiny.py; choose tokenizer or lam_dynamics")
+  if arg not in VARIANTS:
+    raise ValueError(f"unknown variant {arg!r} of tiny.py; choose from {VARIANTS}")
   c = base_config()
   c.phase = arg
   c.data.name = "sprites"

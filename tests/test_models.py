@@ -181,6 +181,21 @@ def test_every_parameter_has_logical_axis_names():
       assert names is not None and len(names) == len(var.get_value().shape), path
 
 
+@pytest.mark.parametrize("module", [tiny, coinrun, platformers], ids=lambda m: m.__name__)
+def test_every_config_variant_builds(module):
+  """Each file.py:variant names shapes the models accept (built abstractly, no memory)."""
+  for variant in module.VARIANTS:
+    config = module.get_config(variant)
+    if module is platformers:  # tokenizer and LAM are the same in every variant (and take
+      # seconds each at these sizes): test_paper_parameter_counts counts them once
+      counts = {"dynamics": param_counts.count_params(build.make_dynamics, config)}
+    else:
+      counts = param_counts.all_counts(config)
+    assert all(n > 0 for n in counts.values()), (variant, counts)
+  with pytest.raises(ValueError, match="unknown variant 'lam_dynamic'"):
+    module.get_config("lam_dynamic")
+
+
 def _analytic_st_params(dim, blocks, heads_x_head_dim=None):
   """Per ST block: 2 attentions (q,k,v,out + out bias + 2 QK-norm scales) + MLP + 3 LayerNorms."""
   inner = heads_x_head_dim or dim
