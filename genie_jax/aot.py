@@ -8,8 +8,8 @@ libtpu (`pip install -e ".[tpu]"`) compiles for a TPU topology without a TPU
 (jax.experimental.topologies): the step, with the config's mesh, sharding rules, remat
 policy and real global batch, is lowered with abstract inputs and compiled by XLA:TPU.
 Prints the parameter count, per-chip memory (arguments, temporaries, peak) against the
-chip's HBM, FLOPs per step from the compiler vs the analytic count, and the step time
-implied at --mfu. Exits with an error naming the knobs to turn when the step does not fit.
+chip's HBM, FLOPs per step (analytic, and the compiler's count beside it when the layers
+are unrolled with --config.scan_layers=false), and the step time implied at --mfu. Exits with an error naming the knobs to turn when the step does not fit.
 Run it with JAX_PLATFORMS unset or "cpu": the topology is described, not attached.
 """
 from __future__ import annotations
@@ -64,47 +64,13 @@ def parse_topology(text: str) -> tuple[Chip, str]:
   return chip, shapes[chips]
 
 
-def analytic_flops(config, param_counts: dict) -> float:
-  """Model FLOPs of one training step (forward + backward = 3x forward, no remat), counting
-  dense matmuls as 2 FLOPs per parameter per token plus attention scores and values."""
-  from genie_jax.models import patching  # pylint: disable=g-import-not-at-top
-  d, batch, frames = config.data, config.train.batch_size, config.data.window
-  total = 0.0
-
-  def transformer(params, tokens, blocks, width):
-    # 2*params per token for the matmuls; spatial attention 4*S^2*width per frame per block,
-    # temporal attention 4*T^2*width per spatial position per block
-    matmul = 2.0 * params * batch * frames * tokens
-    spatial = 4.0 * tokens ** 2 * width * batch * frames * blocks
-    temporal = 4.0 * frames ** 2 * width * batch * tokens * blocks
-    return matmul + spatial + temporal
-
-  if config.phase == "tokenizer":
-    h, w = patching.token_grid(d.height, d.width, config.tokenizer.patch)
-    t = config.tokenizer
-    total += 3 * transformer(param_counts["tokenizer"], h * w, t.enc_blocks + t.dec_blocks,
-                             max(t.enc_dim, t.dec_dim))
-    return total
-  h, w = patching.token_grid(d.height, d.width, config.tokenizer.patch)
-  dyn = config.dynamics
-  width = dyn.num_heads * (dyn.head_dim or dyn.dim // dyn.num_heads)
-  extra = 1 if dyn.action_conditioning == "token" else 0
-  total += 3 * transformer(param_counts["dynamics"], h * w + extra, dyn.num_blocks, width)
-  lh, lw = patching.token_grid(d.height, d.width, config.lam.patch)
-  total += 3 * transformer(param_counts["lam"], lh * lw + 1, config.lam.enc_blocks + config.lam.dec_blocks,
-                           config.lam.dim)
-  t = config.tokenizer  # the frozen tokenizer's encoder runs forward only
-  total += transformer(param_counts["tokenizer_encoder"], h * w, t.enc_blocks, t.enc_dim)
-  return total
-
-
 def compile_step(config, topology_name: str):
   """Compiles the step for the topology; returns a dict of the figures to report."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from flax import nnx  # pylint: disable=g-import-not-at-top
   from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
-  from genie_jax import parallel  # pylint: disable=g-import-not-at-top
+  from genie_jax import flops, parallel  # pylint: disable=g-import-not-at-top
   from genie_jax.models import build  # pylint: disable=g-import-not-at-top
   from genie_jax.params import count_leaves  # pylint: disable=g-import-not-at-top
   from genie_jax.train import checkpoints, state as state_lib, trainer  # pylint: disable=g-import-not-at-top
@@ -160,7 +126,7 @@ def compile_step(config, topology_name: str):
     counts["tokenizer"] = counts["trainable"]
   gib = 1024 ** 3
   peak = memory.argument_size_in_bytes + memory.output_size_in_bytes - memory.alias_size_in_bytes + memory.temp_size_in_bytes
-  model_flops = analytic_flops(config, counts)
+  model_flops = flops.step_flops(config, counts)
   return {
       "chip": chip, "topology": f"{generation}:{shape}", "num_devices": len(devices),
       "mesh": dict(mesh.shape), "counts": counts,
@@ -189,9 +155,12 @@ def report(config, r: dict, mfu: float) -> str:
       f"per-chip memory: arguments {r['argument_gib']:.2f} GiB, temporaries {r['temp_gib']:.2f} GiB, "
       f"outputs {r['output_gib']:.2f} GiB (aliased {r['alias_gib']:.2f}), peak {r['peak_gib']:.2f} GiB "
       f"of {r['hbm_gib']:.0f} GiB HBM ({100 * r['peak_gib'] / r['hbm_gib']:.0f}%)",
-      f"FLOPs per step: compiler {compiler_total:.3e} ({r['compiler_flops_per_device']:.3e} per chip), "
-      f"analytic model FLOPs {r['analytic_flops']:.3e}, ratio {compiler_total / r['analytic_flops']:.2f}"
-      + (" (remat recomputes the forward)" if config.remat != "none" else ""),
+      (f"FLOPs per step: compiler {compiler_total:.3e} ({r['compiler_flops_per_device']:.3e} per chip), "
+       f"analytic model FLOPs {r['analytic_flops']:.3e}, ratio {compiler_total / r['analytic_flops']:.2f}"
+       + (" (remat recomputes the forward)" if config.remat != "none" else ""))
+      if not config.scan_layers else
+      (f"FLOPs per step: analytic model FLOPs {r['analytic_flops']:.3e} (XLA counts a scanned layer "
+       "stack's body once; --config.scan_layers=false compiles the loop unrolled and shows its count)"),
       f"step time at {mfu:.0%} MFU: {step_s:.2f} s ({config.train.batch_size * d.window / step_s:,.0f} frames/s)",
   ]
   return "\n".join(lines)

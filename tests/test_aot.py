@@ -35,6 +35,7 @@ def _tiny(**mesh):
 def test_small_config_compiles_for_a_tpu_slice_and_reports():
   _libtpu_or_skip()
   config = _tiny(data=2, fsdp=2, tensor=2)
+  config.scan_layers = False  # XLA counts a scanned stack's body once; unrolled, it counts all
   r = aot.compile_step(config, "v5e-8")
   assert r["num_devices"] == 8 and r["mesh"] == {"data": 2, "fsdp": 2, "tensor": 2}
   assert 0 < r["peak_gib"] < r["hbm_gib"] and r["temp_gib"] > 0
@@ -43,6 +44,11 @@ def test_small_config_compiles_for_a_tpu_slice_and_reports():
   assert 0.7 < ratio < 1.4, ratio
   assert aot.fits_or_advice(config, r) is None
   assert "step time at 40% MFU" in aot.report(config, r, 0.4)
+  config.scan_layers = True  # the default compiles one block per stack; same memory budget
+  scanned = aot.compile_step(config, "v5e-8")
+  assert 0 < scanned["peak_gib"] < scanned["hbm_gib"] and scanned["analytic_flops"] == r["analytic_flops"]
+  flops_line = next(l for l in aot.report(config, scanned, 0.4).splitlines() if l.startswith("FLOPs"))
+  assert "analytic model FLOPs" in flops_line and "ratio" not in flops_line
 
 
 def test_a_step_that_does_not_fit_names_the_knobs():

@@ -184,7 +184,7 @@ def test_periodic_evaluation_inside_training(tiny_world, tmp_path):
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
       rows[phase] = [json.loads(line) for line in f if "eval/recon_psnr" in line]
   assert [r["step"] for r in rows["tokenizer"]] == [2]
-  assert 0 < rows["tokenizer"][0]["eval/recon_ssim"] <= 1
+  assert -1 <= rows["tokenizer"][0]["eval/recon_ssim"] <= 1  # SSIM's range; ~0 after 2 steps
   world = rows["lam_dynamics"][0]
   assert np.isfinite(world["eval/delta4_psnr"]) and 1 <= world["eval/actions_used"] <= 5
   assert 0 <= world["eval/action_nmi"] <= 1

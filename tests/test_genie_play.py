@@ -78,12 +78,13 @@ def test_gymnasium_env(genie):
   assert obs.shape == genie.frame_shape and env.observation_space.contains(obs)
   done, steps, first = False, 0, None
   while not done:
-    obs, reward, terminated, truncated, _ = env.step(env.action_space.sample())
-    first = obs if first is None else first
+    action = env.action_space.sample()
+    obs, reward, terminated, truncated, _ = env.step(action)
+    first = (action, obs) if first is None else first
     steps, done = steps + 1, terminated or truncated
   assert steps == 3 and reward == 0.0
-  env.reset(seed=1)
-  np.testing.assert_array_equal(env.step(env.action_space.sample())[0], first)  # seeded
+  env.reset(seed=1)  # seeded: the same first action gives the same frame
+  np.testing.assert_array_equal(env.step(first[0])[0], first[1])
   with pytest.raises(ValueError, match="out of range"):
     env.step(5)
 

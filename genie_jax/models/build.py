@@ -25,7 +25,7 @@ def make_tokenizer(config, rngs: nnx.Rngs) -> VideoTokenizer:
       max_frames=config.data.window, enc_dim=t.enc_dim, enc_layers=t.enc_blocks,
       enc_heads=t.enc_heads, dec_dim=t.dec_dim, dec_layers=t.dec_blocks, dec_heads=t.dec_heads,
       num_codes=t.num_codes, latent_dim=t.latent_dim, rngs=rngs, dtype=compute_dtype(config),
-      remat=config.remat)
+      remat=config.remat, scan_layers=config.scan_layers)
 
 
 def make_lam(config, rngs: nnx.Rngs) -> LatentActionModel:
@@ -34,7 +34,8 @@ def make_lam(config, rngs: nnx.Rngs) -> LatentActionModel:
       height=config.data.height, width=config.data.width, patch=l.patch,
       max_frames=config.data.window, dim=l.dim, enc_layers=l.enc_blocks, dec_layers=l.dec_blocks,
       num_heads=l.num_heads, num_actions=l.num_actions, latent_dim=l.latent_dim, rngs=rngs,
-      dtype=compute_dtype(config), remat=config.remat)
+      dtype=compute_dtype(config), remat=config.remat,
+      scan_layers=config.scan_layers)
 
 
 def make_dynamics(config, rngs: nnx.Rngs) -> DynamicsModel:
@@ -44,7 +45,7 @@ def make_dynamics(config, rngs: nnx.Rngs) -> DynamicsModel:
       num_codes=config.tokenizer.num_codes, tokens_per_frame=h * w, max_frames=config.data.window,
       dim=d.dim, num_layers=d.num_blocks, num_heads=d.num_heads, head_dim=d.head_dim, num_actions=config.lam.num_actions,
       action_conditioning=d.action_conditioning, rngs=rngs, dtype=compute_dtype(config),
-      remat=config.remat)
+      remat=config.remat, scan_layers=config.scan_layers)
 
 
 class LatentWorldModel(nnx.Module):
