@@ -18,4 +18,4 @@ python -m genie_jax.train --config experiments/coinrun.py:cpu_lam_dynamics \
     --config.train.tokenizer_workdir "$RUN/tokenizer"
 python -m genie_jax.evaluate --config experiments/coinrun.py:cpu_lam_dynamics \
     --workdir "$RUN/lam_dynamics" --config.data.data_dir "$RUN/data" \
-    --config.train.tokenizer_workdir "$RUN/tokenizer" --num_clips 32 --out "$RUN/eval"
+    --config.train.tokenizer_workdir "$RUN/tokenizer" --num_clips 64 --out "$RUN/eval"
