@@ -103,3 +103,21 @@ def test_phase2_trains_and_refuses_a_mismatched_tokenizer(sprites_dir, tmp_path)
   c.train.tokenizer_workdir = str(tmp_path / "nowhere")
   with pytest.raises(FileNotFoundError, match="config.json"):
     trainer.train(c, str(tmp_path / "dyn3"), progress=False)
+
+
+def test_a_workdir_from_before_the_stacked_layout_is_refused_by_name(tmp_path):
+  # config.json written by an older version: no scan_layers field, per-block parameters
+  old = tiny.get_config("tokenizer").to_dict()
+  del old["scan_layers"]
+  with open(checkpoints.config_path(str(tmp_path)), "w") as f:
+    json.dump(old, f)
+  with open(checkpoints.config_path(str(tmp_path))) as f:
+    written = f.read()
+  with pytest.raises(ValueError, match="stacked each transformer's blocks on a 'layers' axis"):
+    checkpoints.read_config(str(tmp_path))
+  with pytest.raises(ValueError, match="'layers' axis"):  # resuming there is refused too
+    trainer.train(tiny.get_config("tokenizer"), str(tmp_path), progress=False)
+  with open(checkpoints.config_path(str(tmp_path))) as f:
+    assert f.read() == written  # and its config.json is left as it was
+  with pytest.raises(FileNotFoundError, match="has no config.json"):
+    checkpoints.read_config(str(tmp_path / "missing"))

@@ -101,7 +101,13 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
   if not os.path.exists(path):
     raise FileNotFoundError(f"{workdir!r} has no config.json: is it a genie_jax workdir?")
   with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+    config = ml_collections.ConfigDict(json.load(f))
+  if "scan_layers" not in config:  # the field came with the stacked layout
+    raise ValueError(
+        f"{workdir!r} was written before genie_jax stacked each transformer's blocks on a "
+        "'layers' axis (commit 8accea8): its checkpoints hold one parameter tree per block, "
+        "which this version cannot restore. Retrain, or load it with commit 8c72daa.")
+  return config
 
 
 def _differences(a, b, prefix="") -> list[str]:

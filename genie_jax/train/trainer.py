@@ -96,6 +96,8 @@ def train(config, workdir: str, *, progress: bool = True, stop_after: int | None
   interruption would; the schedule still follows config.train.steps.
   """
   os.makedirs(workdir, exist_ok=True)
+  if os.path.exists(checkpoints.config_path(workdir)):
+    checkpoints.read_config(workdir)  # refuses, before overwriting it, a workdir it cannot resume
   mesh = parallel.mesh_from_config(config.mesh)
   if jax.process_index() == 0:
     checkpoints.write_config(workdir, config)
