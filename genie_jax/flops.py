@@ -45,12 +45,11 @@ def lam_forward(config, params: int) -> float:
   T-1 frames of S patches. Parameters split between them in proportion to their blocks."""
   l, d = config.lam, config.data
   h, w = patching.token_grid(d.height, d.width, l.patch)
-  batch, frames = config.train.batch_size, config.data.window
+  shape = _shape(config)
   enc_params = params * l.enc_blocks / (l.enc_blocks + l.dec_blocks)
-  return (transformer_flops(params=enc_params, tokens=h * w + 1, blocks=l.enc_blocks, width=l.dim,
-                            batch=batch, frames=frames)
-          + transformer_flops(params=params - enc_params, tokens=h * w, blocks=l.dec_blocks,
-                              width=l.dim, batch=batch, frames=frames - 1))
+  return (transformer_flops(params=enc_params, tokens=h * w + 1, blocks=l.enc_blocks, width=l.dim, **shape)
+          + transformer_flops(params=params - enc_params, tokens=h * w, blocks=l.dec_blocks, width=l.dim,
+                              **dict(shape, frames=shape["frames"] - 1)))
 
 
 def dynamics_forward(config, params: int) -> float:

@@ -64,7 +64,7 @@ def main():
   prompt_actions = jax.random.randint(rng, (args.batch, window), 0, dynamics.num_actions)
   kw = dict(steps=args.steps, temperature=1.0, gumbel_scale=1.0)
 
-  def state(context, cached):
+  def state(graphdef, context, cached):
     return jax.jit(lambda p, t, a: sampling.init_state(nnx.merge(graphdef, p), t, a, max_frames=window,
                                                        cached=cached))(params, prompt[:, :context],
                                                                        prompt_actions[:, :context])
@@ -72,9 +72,9 @@ def main():
   print(f"dynamics d{config.dynamics.dim}, {config.dynamics.num_blocks} blocks, {config.dynamics.num_heads} "
         f"heads, {tokens_per_frame}+1 tokens/frame, {args.steps} MaskGIT steps, batch {args.batch}, "
         f"{jax.devices()[0].platform}")
-  recompute = seconds_per_frame(graphdef, params, state(args.context, False), kw, args.frames)
-  cached = seconds_per_frame(graphdef, params, state(args.context, True), kw, args.frames)
-  sliding = seconds_per_frame(graphdef, params, state(window, True), kw, args.frames)
+  recompute = seconds_per_frame(graphdef, params, state(graphdef, args.context, False), kw, args.frames)
+  cached = seconds_per_frame(graphdef, params, state(graphdef, args.context, True), kw, args.frames)
+  sliding = seconds_per_frame(graphdef, params, state(graphdef, window, True), kw, args.frames)
   print(f"recompute, {args.context} context frames: {recompute:.3f} s/frame")
   print(f"cached,    {args.context} context frames: {cached:.3f} s/frame  ({recompute / cached:.1f}x faster "
         f"than recompute, {args.batch / cached:.1f} frames/s)")
@@ -82,8 +82,9 @@ def main():
         f"({args.batch / sliding:.1f} frames/s)")
   if args.compare_unrolled:
     config.scan_layers = False
-    graphdef = nnx.graphdef(build.make_dynamics(config, nnx.Rngs(0)))  # same params, layers unrolled
-    unrolled = seconds_per_frame(graphdef, params, state(args.context, True), kw, args.frames)
+    unrolled_graphdef = nnx.graphdef(nnx.eval_shape(lambda: build.make_dynamics(config, nnx.Rngs(0))))
+    unrolled = seconds_per_frame(unrolled_graphdef, params, state(unrolled_graphdef, args.context, True), kw,
+                                 args.frames)  # the same params, layers unrolled
     print(f"cached, unrolled layers: {unrolled:.3f} s/frame -> the scan is {unrolled / cached:.2f}x faster")
   if args.batch == 1 and args.steps == 25 and args.context == 15:
     print(f"vs Jasmine's {JASMINE_SECONDS_PER_FRAME} s/frame: cached {JASMINE_SECONDS_PER_FRAME / cached:.1f}x, "
