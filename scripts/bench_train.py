@@ -110,6 +110,9 @@ def main():
   ap.add_argument("--compare_unrolled", action="store_true",
                   help="also time each step with config.scan_layers=False and print the speed-up")
   args = ap.parse_args()
+  unknown = set(args.parts.split(",")) - set(MAKE)
+  if unknown:
+    ap.error(f"unknown --parts {sorted(unknown)}; choose from {sorted(MAKE)}")
   key = jax.random.PRNGKey(0)
   frames = jax.random.randint(key, (2, 16, 64, 64, 3), 0, 256).astype(jnp.uint8)
   device = jax.devices()[0]
