@@ -24,13 +24,15 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.tokenizer = ml_collections.ConfigDict(dict(
       patch=4, enc_dim=512, enc_blocks=4, enc_heads=8, dec_dim=512, dec_blocks=4, dec_heads=8,
-      num_codes=1024, latent_dim=32, dead_code_steps=0))
+      num_codes=1024, latent_dim=32, dead_code_steps=0,
+      quantizer="vq", fsq_levels=(8, 5, 5, 5)))  # vq: the paper; fsq: num_codes = prod(levels)
   c.lam = ml_collections.ConfigDict(dict(
       patch=16, dim=512, enc_blocks=4, dec_blocks=4, num_heads=8, num_actions=6, latent_dim=32,
-      dead_code_steps=100, weight=1.0))
+      dead_code_steps=100, weight=1.0,
+      quantizer="vq", predict_delta=False, encode_change=False))  # the paper: vq, pixels (README: "Why the LAM collapsed")
   c.dynamics = ml_collections.ConfigDict(dict(
       dim=512, num_blocks=6, num_heads=8, head_dim=0, action_conditioning="token",
-      mask_rate_min=0.5, mask_rate_max=1.0))
+      mask_rate_min=0.5, mask_rate_max=1.0, mask_scheme="all_frames"))
   c.sampling = ml_collections.ConfigDict(dict(steps=25, temperature=1.0, gumbel_scale=1.0))
 
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1, num_devices=0))  # 0: all devices
@@ -41,5 +43,6 @@ def base_config() -> ml_collections.ConfigDict:
       grad_clip=1.0, grad_accum=1))
   c.train = ml_collections.ConfigDict(dict(
       steps=200_000, batch_size=48, log_every=100, image_every=1000, ckpt_every=1000,
-      keep=3, keep_period=0, tokenizer_workdir="", eval_every=0, eval_clips=16))
+      keep=3, keep_period=0, tokenizer_workdir="", eval_every=0, eval_clips=16,
+      dynamics_actions="lam"))  # "true": the control run (dynamics fed the dataset's actions)
   return c

@@ -173,6 +173,17 @@ class Genie:
     frames = self.prompt_frames(video)
     return np.asarray(_infer_actions(self._graphdefs[1], self.params["world"], jnp.asarray(frames)))
 
+  def next_frame_predictions(self, video, actions) -> np.ndarray:
+    """A real clip uint8 [B, T, H, W, 3] and its transition actions int [B, T-1] -> the
+    dynamics model's argmax tokens int32 [B, T-1, h*w] of frames 1..T-1, each from the
+    true frames before it (see sampling.next_frame_predictions)."""
+    frames = self.prompt_frames(video)
+    actions = self.check_actions(actions)
+    if actions.shape != frames.shape[:1] + (frames.shape[1] - 1,):
+      raise ValueError(f"actions {actions.shape} must hold one transition per frame pair of {frames.shape[:2]}")
+    return np.asarray(_next_frame_predictions(self._graphdefs, self.params, jnp.asarray(frames),
+                                              jnp.asarray(actions)))
+
   def encode(self, video) -> np.ndarray:
     """uint8 [B, T, H, W, 3] -> tokens int32 [B, T, h, w]."""
     frames = self.prompt_frames(video)
@@ -186,6 +197,16 @@ class Genie:
 @functools.partial(jax.jit, static_argnums=0)
 def _infer_actions(world_graphdef, params, frames):
   return nnx.merge(world_graphdef, params).lam.infer_actions(frames)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _next_frame_predictions(graphdefs, params, frames, actions):
+  tokenizer = nnx.merge(graphdefs[0], params["tokenizer"])
+  dynamics = nnx.merge(graphdefs[1], params["world"]).dynamics
+  tokens = tokenizer.encode(frames)
+  tokens = tokens.reshape(*tokens.shape[:2], -1)
+  return sampling.next_frame_predictions(
+      dynamics, tokens, dynamics_lib.frame_actions(actions, dynamics.num_actions))
 
 
 @functools.partial(jax.jit, static_argnums=0)

@@ -136,6 +136,24 @@ def next_frame(dynamics: DynamicsModel, state: WorldState, action: jax.Array, rn
   return WorldState(tokens, actions, cache, position + 1), frame
 
 
+def next_frame_predictions(dynamics: DynamicsModel, tokens: jax.Array, actions: jax.Array) -> jax.Array:
+  """The model's one-shot guess of each next frame from a true past (a diagnostic).
+
+  tokens int [B, T, S] of a real clip, frame-aligned actions int [B, T] -> argmax tokens
+  int32 [B, T-1, S] of frames 1..T-1, each predicted from the true frames before it and a
+  fully masked frame (what the first MaskGIT step sees).
+  """
+  cache = dynamics.encode_context(tokens, actions)
+  masked = jnp.full(tokens.shape[:1] + (1,) + tokens.shape[2:], dynamics.mask_id, jnp.int32)
+
+  def one(position):
+    action = jax.lax.dynamic_slice_in_dim(actions, position, 1, axis=1)
+    logits, _ = dynamics.step(masked, action, cache, position)
+    return jnp.argmax(logits[:, 0], axis=-1).astype(jnp.int32)
+
+  return jnp.stack([one(jnp.int32(p)) for p in range(1, tokens.shape[1])], axis=1)
+
+
 def rollout(dynamics: DynamicsModel, state: WorldState, actions: jax.Array, rng: jax.Array, *,
             steps: int, temperature: float, gumbel_scale: float):
   """actions int [B, N] -> (final WorldState, tokens int32 [B, N, S]); one compiled scan."""

@@ -55,6 +55,12 @@ def summary_table(m: dict) -> str:
           ("rollout PSNR / SSIM (LAM, all t)", f"{m['rollout_psnr_lam_mean']:.2f} dB / {m['rollout_ssim_lam_mean']:.3f}"),
           ("tokenizer PSNR / SSIM", f"{m['recon_psnr']:.2f} dB / {m['recon_ssim']:.3f}"),
           ("latent actions used", f"{m['latent_actions']['used']} (perplexity {m['latent_actions']['perplexity']:.2f})")]
+  if "next_frame_tokens" in m:
+    n = m["next_frame_tokens"]
+    rows.append(("next-frame tokens: LAM / random / copy",
+                 f"{n['lam_accuracy']:.3f} / {n['random_accuracy']:.3f} / {n['copy_accuracy']:.3f}"))
+    rows.append((f"  on changed tokens ({100 * n['changed_fraction']:.1f}%): LAM / random",
+                 f"{n['lam_accuracy_changed']:.3f} / {n['random_accuracy_changed']:.3f}"))
   if "real_actions" in m:
     r = m["real_actions"]
     rows.append(("latent->real actions", f"accuracy {r['best_mapping_accuracy']:.3f}, NMI {r['nmi']:.3f}"))

@@ -9,6 +9,10 @@ For every clip x_0..x_T-1 of the evaluation split:
   * the tokenizer's reconstruction PSNR/SSIM of the clip;
   * latent-action usage, and where the data has real actions, how well latent actions
     predict them (best latent->real mapping accuracy, normalised mutual information);
+  * next-frame token accuracy of the dynamics model from the true past (its first MaskGIT
+    step's argmax) with the LAM's actions, with random actions, and of copying the
+    previous frame's tokens, over all tokens and over the tokens that change: a model that
+    only learned to copy scores the same with either action and nothing on the changes;
   * FVD between the real clips and [x_0, x̂_1..] (LAM actions) of the first `fvd_clips`
     clips, when an extractor is given (one pass serves both counts).
 """
@@ -38,6 +42,8 @@ def evaluate_world(genie, batches, *, num_clips: int, t: int = 4, seed: int = 0,
   rng = np.random.default_rng(seed)
   per_frame = {k: [] for k in ("psnr_lam", "psnr_random", "ssim_lam", "ssim_random", "recon_psnr", "recon_ssim")}
   latent, real, reals, fakes, examples = [], [], [], [], {}
+  token_hits = {k: [] for k in ("lam", "random", "copy")}
+  changed = []
   seen = 0
   for batch in batches:
     frames = np.asarray(batch["frames"])[: total - seen]
@@ -53,7 +59,13 @@ def evaluate_world(genie, batches, *, num_clips: int, t: int = 4, seed: int = 0,
       video = video.astype(np.float32) / 255.0
       per_frame[f"psnr_{name}"].append(np.asarray(image_metrics.psnr(truth, video)))
       per_frame[f"ssim_{name}"].append(np.asarray(image_metrics.ssim(truth, video)))
-    recon = genie.decode(genie.encode(frames)).astype(np.float32) / 255.0
+    grid_tokens = genie.encode(frames)
+    tokens = grid_tokens.reshape(*grid_tokens.shape[:2], -1)
+    token_hits["copy"].append(tokens[:, :-1] == tokens[:, 1:])
+    for name, acts in (("lam", lam_actions), ("random", random_actions)):
+      token_hits[name].append(genie.next_frame_predictions(frames, acts) == tokens[:, 1:])
+    changed.append(tokens[:, :-1] != tokens[:, 1:])
+    recon = genie.decode(grid_tokens).astype(np.float32) / 255.0
     whole = frames.astype(np.float32) / 255.0
     per_frame["recon_psnr"].append(np.asarray(image_metrics.psnr(whole, recon)))
     per_frame["recon_ssim"].append(np.asarray(image_metrics.ssim(whole, recon)))
@@ -89,6 +101,13 @@ def evaluate_world(genie, batches, *, num_clips: int, t: int = 4, seed: int = 0,
       "latent_actions": {"usage": usage.tolist(), "used": int((usage > 0).sum()),
                          "perplexity": float(np.exp(-np.sum(probs[probs > 0] * np.log(probs[probs > 0]))))},
   }
+  changed = np.concatenate(changed)[:num_clips]
+  hits = {k: np.concatenate(v)[:num_clips] for k, v in token_hits.items()}
+  metrics["next_frame_tokens"] = {
+      "changed_fraction": float(changed.mean()),
+      **{f"{k}_accuracy": float(v.mean()) for k, v in hits.items()},
+      **{f"{k}_accuracy_changed": float(v[changed].mean()) if changed.any() else float("nan")
+         for k, v in hits.items() if k != "copy"}}
   if np.all(real >= 0):  # videos without actions store -1
     table = action_metrics.contingency(latent, real, genie.num_actions, int(real.max()) + 1)
     metrics["real_actions"] = {"best_mapping_accuracy": action_metrics.best_mapping_accuracy(table),

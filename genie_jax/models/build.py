@@ -24,7 +24,8 @@ def make_tokenizer(config, rngs: nnx.Rngs) -> VideoTokenizer:
       height=config.data.height, width=config.data.width, patch=t.patch,
       max_frames=config.data.window, enc_dim=t.enc_dim, enc_layers=t.enc_blocks,
       enc_heads=t.enc_heads, dec_dim=t.dec_dim, dec_layers=t.dec_blocks, dec_heads=t.dec_heads,
-      num_codes=t.num_codes, latent_dim=t.latent_dim, rngs=rngs, dtype=compute_dtype(config),
+      num_codes=t.num_codes, latent_dim=t.latent_dim, quantizer=t.get("quantizer", "vq"),
+      fsq_levels=tuple(t.get("fsq_levels", ())), rngs=rngs, dtype=compute_dtype(config),
       remat=config.remat, scan_layers=config.scan_layers)
 
 
@@ -33,7 +34,10 @@ def make_lam(config, rngs: nnx.Rngs) -> LatentActionModel:
   return LatentActionModel(
       height=config.data.height, width=config.data.width, patch=l.patch,
       max_frames=config.data.window, dim=l.dim, enc_layers=l.enc_blocks, dec_layers=l.dec_blocks,
-      num_heads=l.num_heads, num_actions=l.num_actions, latent_dim=l.latent_dim, rngs=rngs,
+      num_heads=l.num_heads, num_actions=l.num_actions, latent_dim=l.latent_dim,
+      # .get: workdirs written before these switches existed used the paper's choices
+      quantizer=l.get("quantizer", "vq"), predict_delta=l.get("predict_delta", False),
+      encode_change=l.get("encode_change", False), rngs=rngs,
       dtype=compute_dtype(config), remat=config.remat,
       scan_layers=config.scan_layers)
 

@@ -6,6 +6,14 @@ quantized into the latent action a_t (A codes) of the transition x_t -> x_t+1.
 Decoder: patches of x_1..x_T-1 with a_t added to every token of frame t, through a
 causal ST-transformer; its output at frame t reconstructs x_t+1. So a_t is the only
 path by which the decoder learns anything about x_t+1.
+
+`predict_delta` (default in our configs; the paper predicts pixels): the decoder's output
+is added to x_t, so it predicts the *change* x_t+1 - x_t. Predicting pixels, the
+decoder's first and easiest solution is to copy x_t, which already explains almost all
+of the loss when little moves (the sprite world: 97% of pixels); the action's share of
+the loss is then too small to pull the encoder off a single code. Predicting the change,
+copying is free and the action is all that is left to learn (README, "Why the LAM
+collapsed").
 """
 from __future__ import annotations
 
@@ -17,7 +25,7 @@ from flax import nnx
 
 from genie_jax.models import patching
 from genie_jax.models.layers import Dense, PositionalEmbedding, param
-from genie_jax.models.quantizer import VectorQuantizer
+from genie_jax.models.quantizer import make_quantizer
 from genie_jax.models.st_transformer import STTransformer
 
 
@@ -31,31 +39,39 @@ class LAMOutput(NamedTuple):
 class LatentActionModel(nnx.Module):
   def __init__(self, *, height: int, width: int, patch: int, max_frames: int, dim: int,
                enc_layers: int, dec_layers: int, num_heads: int, num_actions: int,
-               latent_dim: int, rngs: nnx.Rngs, dtype=jnp.float32, param_dtype=jnp.float32,
-               remat: str = "none", scan_layers: bool = True):
+               latent_dim: int, rngs: nnx.Rngs, quantizer: str = "vq", predict_delta: bool = False,
+               encode_change: bool = False,
+               dtype=jnp.float32, param_dtype=jnp.float32, remat: str = "none",
+               scan_layers: bool = True):
     self.height, self.width, self.patch = height, width, patch
     grid = patching.token_grid(height, width, patch)
     tokens = grid[0] * grid[1]
     pixels = patch * patch * 3
     kw = dict(rngs=rngs, param_dtype=param_dtype)
-    self.enc_patch = Dense(pixels, dim, names=("patch", "embed"), dtype=dtype, **kw)
+    self.encode_change = encode_change
+    enc_in = 2 * pixels if encode_change else pixels
+    self.enc_patch = Dense(enc_in, dim, names=("patch", "embed"), dtype=dtype, **kw)
     self.action_slot = param(rngs, nnx.initializers.normal(0.02), (dim,), ("embed",), param_dtype)
     self.enc_pos = PositionalEmbedding(max_frames, tokens + 1, dim, **kw)
     self.encoder = STTransformer(dim=dim, num_layers=enc_layers, num_heads=num_heads, dtype=dtype,
                                  remat=remat, scan_layers=scan_layers, **kw)
+    # FSQ: one channel of A levels (an ordered scale of A actions)
+    self.quantizer = make_quantizer(kind=quantizer, num_codes=num_actions, latent_dim=latent_dim,
+                                    fsq_levels=(num_actions,), **kw)
+    latent_dim = self.quantizer.code_dim
     self.to_latent = Dense(dim, latent_dim, names=("embed", "latent"), dtype=dtype, **kw)
-    self.quantizer = VectorQuantizer(num_codes=num_actions, code_dim=latent_dim, **kw)
     self.action_in = Dense(latent_dim, dim, names=("latent", "embed"), dtype=dtype, **kw)
     self.dec_patch = Dense(pixels, dim, names=("patch", "embed"), dtype=dtype, **kw)
     self.dec_pos = PositionalEmbedding(max_frames, tokens, dim, **kw)
     self.decoder = STTransformer(dim=dim, num_layers=dec_layers, num_heads=num_heads, dtype=dtype,
                                  remat=remat, scan_layers=scan_layers, **kw)
     self.patch_out = Dense(dim, pixels, names=("embed", "patch"), dtype=dtype, **kw)
+    self.predict_delta = predict_delta
     self.dtype = dtype
 
   @property
   def num_actions(self) -> int:
-    return self.quantizer.codebook[...].shape[0]
+    return self.quantizer.num_codes
 
   def _patches(self, video: jax.Array) -> jax.Array:
     if video.ndim != 5 or video.shape[2:] != (self.height, self.width, 3) or video.shape[1] < 2:
@@ -64,6 +80,9 @@ class LatentActionModel(nnx.Module):
 
   def _encode(self, patches: jax.Array):
     b, t = patches.shape[:2]
+    if self.encode_change:  # each frame's patches beside their change since the frame before
+      change = jnp.concatenate([jnp.zeros_like(patches[:, :1]), patches[:, 1:] - patches[:, :-1]], axis=1)
+      patches = jnp.concatenate([patches, change], axis=-1)
     x = self.enc_patch(patches)
     slot = jnp.broadcast_to(self.action_slot[...].astype(x.dtype), (b, t, 1, x.shape[-1]))
     x = self.encoder(self.enc_pos(jnp.concatenate([x, slot], axis=2)))
@@ -77,6 +96,8 @@ class LatentActionModel(nnx.Module):
     x = self.dec_pos(self.dec_patch(patches[:, :-1]))
     x = x + self.action_in(q.quantized.astype(self.dtype))[:, :, None, :]
     pixels = self.patch_out(self.decoder(x)).astype(jnp.float32)
+    if self.predict_delta:
+      pixels = pixels + patches[:, :-1]
     prediction = patching.unpatchify(pixels, patch=self.patch, height=self.height, width=self.width)
     return LAMOutput(prediction, q.indices, q.loss, q.normalized)
 

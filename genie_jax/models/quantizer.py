@@ -34,6 +34,14 @@ class VectorQuantizer(nnx.Module):
                           ("codebook", "latent"), param_dtype)
     self.commitment = commitment
 
+  @property
+  def num_codes(self) -> int:
+    return self.codebook[...].shape[0]
+
+  @property
+  def code_dim(self) -> int:
+    return self.codebook[...].shape[1]
+
   def lookup(self, indices: jax.Array) -> jax.Array:
     """int [...] -> normalised codes [..., C] (float32)."""
     return jnp.take(_l2_normalize(self.codebook[...].astype(jnp.float32)), indices, axis=0)
@@ -76,3 +84,22 @@ def reseed_dead_codes(codebook: jax.Array, age: jax.Array, candidates: jax.Array
   picks = jax.random.randint(key, (codebook.shape[0],), 0, flat.shape[0])
   dead = age >= max_age
   return jnp.where(dead[:, None], flat[picks], codebook), jnp.where(dead, 0, age)
+
+
+QUANTIZERS = ("vq", "fsq")
+
+
+def make_quantizer(*, kind: str, num_codes: int, latent_dim: int, fsq_levels, rngs: nnx.Rngs,
+                   param_dtype=jnp.float32):
+  """"vq": cosine VQ (the paper); "fsq": finite scalar quantization with `fsq_levels`,
+  whose product must be `num_codes` (the vocabulary the dynamics model predicts)."""
+  if kind == "vq":
+    return VectorQuantizer(num_codes=num_codes, code_dim=latent_dim, rngs=rngs, param_dtype=param_dtype)
+  if kind == "fsq":
+    from genie_jax.models.fsq import FiniteScalarQuantizer  # fsq imports this module's output type
+    q = FiniteScalarQuantizer(levels=fsq_levels)
+    if q.num_codes != num_codes:
+      raise ValueError(f"FSQ levels {tuple(fsq_levels)} give {q.num_codes} codes, but num_codes is "
+                       f"{num_codes}: set num_codes to the product of the levels")
+    return q
+  raise ValueError(f"unknown quantizer {kind!r}; choose from {QUANTIZERS}")

@@ -14,7 +14,7 @@ from flax import nnx
 
 from genie_jax.models import patching
 from genie_jax.models.layers import Dense, PositionalEmbedding
-from genie_jax.models.quantizer import VectorQuantizer
+from genie_jax.models.quantizer import make_quantizer
 from genie_jax.models.st_transformer import STTransformer
 
 
@@ -28,7 +28,8 @@ class TokenizerOutput(NamedTuple):
 class VideoTokenizer(nnx.Module):
   def __init__(self, *, height: int, width: int, patch: int, max_frames: int, enc_dim: int,
                enc_layers: int, enc_heads: int, dec_dim: int, dec_layers: int, dec_heads: int,
-               num_codes: int, latent_dim: int, rngs: nnx.Rngs, dtype=jnp.float32,
+               num_codes: int, latent_dim: int, rngs: nnx.Rngs, quantizer: str = "vq",
+               fsq_levels: tuple[int, ...] = (), dtype=jnp.float32,
                param_dtype=jnp.float32, remat: str = "none", scan_layers: bool = True):
     self.height, self.width, self.patch = height, width, patch
     self.grid = patching.token_grid(height, width, patch)
@@ -39,8 +40,10 @@ class VideoTokenizer(nnx.Module):
     self.enc_pos = PositionalEmbedding(max_frames, tokens, enc_dim, **kw)
     self.encoder = STTransformer(dim=enc_dim, num_layers=enc_layers, num_heads=enc_heads,
                                  dtype=dtype, remat=remat, scan_layers=scan_layers, **kw)
+    self.quantizer = make_quantizer(kind=quantizer, num_codes=num_codes, latent_dim=latent_dim,
+                                    fsq_levels=fsq_levels, **kw)
+    latent_dim = self.quantizer.code_dim
     self.to_latent = Dense(enc_dim, latent_dim, names=("embed", "latent"), dtype=dtype, **kw)
-    self.quantizer = VectorQuantizer(num_codes=num_codes, code_dim=latent_dim, **kw)
     self.from_latent = Dense(latent_dim, dec_dim, names=("latent", "embed"), dtype=dtype, **kw)
     self.dec_pos = PositionalEmbedding(max_frames, tokens, dec_dim, **kw)
     self.decoder = STTransformer(dim=dec_dim, num_layers=dec_layers, num_heads=dec_heads,
@@ -50,7 +53,7 @@ class VideoTokenizer(nnx.Module):
 
   @property
   def num_codes(self) -> int:
-    return self.quantizer.codebook[...].shape[0]
+    return self.quantizer.num_codes
 
   def _check(self, video: jax.Array) -> None:
     if video.ndim != 5 or video.shape[2:] != (self.height, self.width, 3):

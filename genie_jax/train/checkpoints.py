@@ -110,6 +110,10 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
   return config
 
 
+def _as_json(value):
+  return [_as_json(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+
 def _differences(a, b, prefix="") -> list[str]:
   a, b = a.to_dict() if hasattr(a, "to_dict") else a, b.to_dict() if hasattr(b, "to_dict") else b
   out = []
@@ -117,7 +121,7 @@ def _differences(a, b, prefix="") -> list[str]:
     va, vb = a.get(key), b.get(key)
     if isinstance(va, dict) and isinstance(vb, dict):
       out += _differences(va, vb, f"{prefix}{key}.")
-    elif va != vb:
+    elif _as_json(va) != _as_json(vb):  # config.json stores tuples as lists
       out.append(f"{prefix}{key}: {va!r} (tokenizer run) vs {vb!r} (this run)")
   return out
 

@@ -3,7 +3,9 @@
 Phase 1 (tokenizer): pixel MSE + VQ loss.
 Phase 2 (lam_dynamics): LAM pixel MSE + VQ loss, plus MaskGIT cross-entropy of the
 dynamics model on tokens of the frozen tokenizer, conditioned on the LAM's actions
-(discrete ids, so no gradient flows from the dynamics into the LAM).
+(discrete ids, so no gradient flows from the dynamics into the LAM), or, as a control
+(`dynamics_actions="true"`), on the dataset's true actions: that separates the dynamics
+model's faults from the LAM's.
 """
 from __future__ import annotations
 
@@ -32,14 +34,29 @@ def tokenizer_loss(model, batch: dict, rng: jax.Array):
   return metrics["loss"], (metrics, {"tokenizer": (counts, out.latents)})
 
 
-def mask_tokens(rng: jax.Array, tokens: jax.Array, *, rate_min: float, rate_max: float):
+MASK_SCHEMES = ("all_frames", "one_frame")
+DYNAMICS_ACTIONS = ("lam", "true")
+
+
+def mask_tokens(rng: jax.Array, tokens: jax.Array, *, rate_min: float, rate_max: float,
+                scheme: str = "all_frames"):
   """MaskGIT training mask: one rate ~ U(rate_min, rate_max) per sample, Bernoulli per token.
 
   tokens int [B, T, S] -> bool mask [B, T, S]; frame 0 is never masked (it is the prompt).
+  "all_frames" (the paper, Jasmine): the rate applies to frames 1..T-1 alike, so most of
+  the context of a masked frame is masked too. "one_frame": one frame k in 1..T-1 per
+  sample is masked and every other frame is whole, which is exactly what sampling asks
+  of the model (a clean past, a masked next frame).
   """
-  rate_key, mask_key = jax.random.split(rng)
-  rate = jax.random.uniform(rate_key, (tokens.shape[0], 1, 1), minval=rate_min, maxval=rate_max)
+  if scheme not in MASK_SCHEMES:
+    raise ValueError(f"unknown mask scheme {scheme!r}; choose from {MASK_SCHEMES}")
+  rate_key, mask_key, frame_key = jax.random.split(rng, 3)
+  b, t = tokens.shape[:2]
+  rate = jax.random.uniform(rate_key, (b, 1, 1), minval=rate_min, maxval=rate_max)
   mask = jax.random.uniform(mask_key, tokens.shape) < rate
+  if scheme == "one_frame":
+    target = jax.random.randint(frame_key, (b, 1, 1), 1, t)
+    mask = mask & (jnp.arange(t)[None, :, None] == target)
   return mask.at[:, 0].set(False)
 
 
@@ -53,15 +70,22 @@ def masked_token_loss(logits, targets, mask):
 
 
 def lam_dynamics_loss(model, batch: dict, rng: jax.Array, *, tokenizer, lam_weight: float,
-                      rate_min: float, rate_max: float):
+                      rate_min: float, rate_max: float, mask_scheme: str = "all_frames",
+                      dynamics_actions: str = "lam"):
   video = patching.to_unit_float(batch["frames"])
   lam_out = model.lam(video)
   lam_mse = jnp.mean(jnp.square(lam_out.prediction - video[:, 1:]))
   tokens = jax.lax.stop_gradient(tokenizer.encode(video))
   tokens = tokens.reshape(*tokens.shape[:2], -1)
   num_actions = model.dynamics.num_actions
-  actions = dynamics_lib.frame_actions(jax.lax.stop_gradient(lam_out.actions), num_actions)
-  mask = mask_tokens(rng, tokens, rate_min=rate_min, rate_max=rate_max)
+  if dynamics_actions == "true":  # the control: the dataset's actions (a_t for x_t -> x_t+1)
+    transition_actions = batch["actions"][:, :-1].astype(jnp.int32)
+  elif dynamics_actions == "lam":
+    transition_actions = jax.lax.stop_gradient(lam_out.actions)
+  else:
+    raise ValueError(f"unknown dynamics_actions {dynamics_actions!r}; choose from {DYNAMICS_ACTIONS}")
+  actions = dynamics_lib.frame_actions(transition_actions, num_actions)
+  mask = mask_tokens(rng, tokens, rate_min=rate_min, rate_max=rate_max, scheme=mask_scheme)
   logits = model.dynamics(jnp.where(mask, model.dynamics.mask_id, tokens), actions)
   ce, acc = masked_token_loss(logits, tokens, mask)
   counts = quantizer.code_usage(lam_out.actions, num_actions)

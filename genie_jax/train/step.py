@@ -29,6 +29,10 @@ def _dead_code_steps(config, name):
   return config.tokenizer.dead_code_steps if name == "tokenizer" else config.lam.dead_code_steps
 
 
+def _quantizer_kind(config, name):
+  return (config.tokenizer if name == "tokenizer" else config.lam).get("quantizer", "vq")
+
+
 def make_loss_fn(config, graphdef, tokenizer_graphdef=None):
   """params, batch, rng, frozen tokenizer params -> (loss, (metrics, vq_stats))."""
   def loss_fn(params, batch, rng, frozen):
@@ -38,7 +42,8 @@ def make_loss_fn(config, graphdef, tokenizer_graphdef=None):
     return losses.lam_dynamics_loss(
         model, batch, rng, tokenizer=nnx.merge(tokenizer_graphdef, frozen),
         lam_weight=config.lam.weight, rate_min=config.dynamics.mask_rate_min,
-        rate_max=config.dynamics.mask_rate_max)
+        rate_max=config.dynamics.mask_rate_max, mask_scheme=config.dynamics.get("mask_scheme", "all_frames"),
+        dynamics_actions=config.train.get("dynamics_actions", "lam"))
   return loss_fn
 
 
@@ -58,7 +63,7 @@ def make_train_step(config, graphdef, tx, schedule, tokenizer_graphdef=None):
     for name, (counts, candidates) in vq_stats.items():
       age = quantizer.update_code_age(code_age[name], counts)
       max_age = _dead_code_steps(config, name)
-      if max_age:
+      if max_age and _quantizer_kind(config, name) == "vq":  # FSQ has no codebook to re-seed
         path = CODEBOOK_PATHS[name]
         codebook, age = quantizer.reseed_dead_codes(_get(params, path), age, candidates,
                                                     jax.random.fold_in(reseed_rng, len(name)), max_age)
