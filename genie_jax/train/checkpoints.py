@@ -16,6 +16,8 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
+from genie_jax.models import build
+
 
 class Checkpointer:
   def __init__(self, workdir: str, *, keep: int = 3, keep_period: int = 0, async_save: bool = True):
@@ -79,6 +81,22 @@ def load_params(workdir: str, make_module, mesh, *, rules_config=None):
   params = ckpt.restore_params(step, abstract_with_shardings(abstract, shardings))
   ckpt.close()
   return nnx.graphdef(abstract_module), params, shardings, config, step
+
+
+def load_frozen_tokenizer(config, mesh, workdir: str | None = None):
+  """Phase 2: (graphdef, params sharded on `mesh`, shardings) of the tokenizer in `workdir`
+  (default config.train.tokenizer_workdir), refused if it does not match `config`.
+
+  Here rather than in the trainer because the trainer, validation and the Genie API all
+  restore it: the inference API must not import the training loop (which imports the
+  evaluation, which imports the Genie API)."""
+  workdir = workdir or config.train.tokenizer_workdir
+  if not workdir:
+    raise ValueError("phase lam_dynamics needs --config.train.tokenizer_workdir=<phase-1 workdir>")
+  check_tokenizer_matches(read_config(workdir), config)
+  graphdef, params, shardings, _, _ = load_params(
+      workdir, build.make_tokenizer, mesh, rules_config=config)
+  return graphdef, params, shardings
 
 
 def abstract_with_shardings(abstract_tree, shardings):
