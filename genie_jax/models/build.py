@@ -4,7 +4,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 from flax import nnx
 
-from genie_jax.models import patching
+from genie_jax.models import attention as attention_lib, patching
 from genie_jax.models.dynamics import DynamicsModel
 from genie_jax.models.lam import LatentActionModel
 from genie_jax.models.tokenizer import VideoTokenizer
@@ -18,6 +18,12 @@ def compute_dtype(config):
   return DTYPES[config.dtype]
 
 
+def attention(config) -> str:
+  """config.attention (auto | xla | cudnn | pallas_tpu). Workdirs written before the field
+  existed ran XLA's path, which "auto" still picks on CPU and never changes the maths of."""
+  return attention_lib.check_implementation(config.get("attention", "auto"))
+
+
 def make_tokenizer(config, rngs: nnx.Rngs) -> VideoTokenizer:
   t = config.tokenizer
   return VideoTokenizer(
@@ -25,7 +31,7 @@ def make_tokenizer(config, rngs: nnx.Rngs) -> VideoTokenizer:
       max_frames=config.data.window, enc_dim=t.enc_dim, enc_layers=t.enc_blocks,
       enc_heads=t.enc_heads, dec_dim=t.dec_dim, dec_layers=t.dec_blocks, dec_heads=t.dec_heads,
       num_codes=t.num_codes, latent_dim=t.latent_dim, rngs=rngs, dtype=compute_dtype(config),
-      remat=config.remat, scan_layers=config.scan_layers)
+      remat=config.remat, scan_layers=config.scan_layers, attention=attention(config))
 
 
 def make_lam(config, rngs: nnx.Rngs) -> LatentActionModel:
@@ -35,7 +41,7 @@ def make_lam(config, rngs: nnx.Rngs) -> LatentActionModel:
       max_frames=config.data.window, dim=l.dim, enc_layers=l.enc_blocks, dec_layers=l.dec_blocks,
       num_heads=l.num_heads, num_actions=l.num_actions, latent_dim=l.latent_dim, rngs=rngs,
       dtype=compute_dtype(config), remat=config.remat,
-      scan_layers=config.scan_layers)
+      scan_layers=config.scan_layers, attention=attention(config))
 
 
 def make_dynamics(config, rngs: nnx.Rngs) -> DynamicsModel:
@@ -45,7 +51,7 @@ def make_dynamics(config, rngs: nnx.Rngs) -> DynamicsModel:
       num_codes=config.tokenizer.num_codes, tokens_per_frame=h * w, max_frames=config.data.window,
       dim=d.dim, num_layers=d.num_blocks, num_heads=d.num_heads, head_dim=d.head_dim, num_actions=config.lam.num_actions,
       action_conditioning=d.action_conditioning, rngs=rngs, dtype=compute_dtype(config),
-      remat=config.remat, scan_layers=config.scan_layers)
+      remat=config.remat, scan_layers=config.scan_layers, attention=attention(config))
 
 
 class LatentWorldModel(nnx.Module):

@@ -32,7 +32,7 @@ class LatentActionModel(nnx.Module):
   def __init__(self, *, height: int, width: int, patch: int, max_frames: int, dim: int,
                enc_layers: int, dec_layers: int, num_heads: int, num_actions: int,
                latent_dim: int, rngs: nnx.Rngs, dtype=jnp.float32, param_dtype=jnp.float32,
-               remat: str = "none", scan_layers: bool = True):
+               remat: str = "none", scan_layers: bool = True, attention: str = "auto"):
     self.height, self.width, self.patch = height, width, patch
     grid = patching.token_grid(height, width, patch)
     tokens = grid[0] * grid[1]
@@ -42,14 +42,14 @@ class LatentActionModel(nnx.Module):
     self.action_slot = param(rngs, nnx.initializers.normal(0.02), (dim,), ("embed",), param_dtype)
     self.enc_pos = PositionalEmbedding(max_frames, tokens + 1, dim, **kw)
     self.encoder = STTransformer(dim=dim, num_layers=enc_layers, num_heads=num_heads, dtype=dtype,
-                                 remat=remat, scan_layers=scan_layers, **kw)
+                                 remat=remat, scan_layers=scan_layers, attention=attention, **kw)
     self.to_latent = Dense(dim, latent_dim, names=("embed", "latent"), dtype=dtype, **kw)
     self.quantizer = VectorQuantizer(num_codes=num_actions, code_dim=latent_dim, **kw)
     self.action_in = Dense(latent_dim, dim, names=("latent", "embed"), dtype=dtype, **kw)
     self.dec_patch = Dense(pixels, dim, names=("patch", "embed"), dtype=dtype, **kw)
     self.dec_pos = PositionalEmbedding(max_frames, tokens, dim, **kw)
     self.decoder = STTransformer(dim=dim, num_layers=dec_layers, num_heads=num_heads, dtype=dtype,
-                                 remat=remat, scan_layers=scan_layers, **kw)
+                                 remat=remat, scan_layers=scan_layers, attention=attention, **kw)
     self.patch_out = Dense(dim, pixels, names=("embed", "patch"), dtype=dtype, **kw)
     self.dtype = dtype
 
