@@ -70,7 +70,7 @@ def test_scanned_stack_equals_a_loop_over_its_blocks():
     return jnp.sum(jnp.sin(m(x)))
 
   grads = None
-  for scan_layers, remat in ((True, "none"), (False, "none"), (True, "full"), (False, "dots")):
+  for scan_layers, remat in ((True, "none"), (False, "none"), (True, "full"), (False, "dots"), (True, "qkv")):
     model.scan_layers, model.remat = scan_layers, remat
     np.testing.assert_allclose(model(x), expected, rtol=1e-5, atol=1e-5)
     g = jax.tree.leaves(nnx.grad(loss)(model))
