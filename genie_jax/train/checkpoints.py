@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 
-import grain
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
@@ -32,6 +31,9 @@ class Checkpointer:
     return self.manager.latest_step()
 
   def save(self, step: int, state, data_iterator) -> None:
+    # imported here: only training saves a data iterator, and loading a model for
+    # inference (Genie.load) must not need the data loader installed
+    import grain  # pylint: disable=g-import-not-at-top
     self.manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state),
         data_iter=grain.checkpoint.CheckpointSave(data_iterator.grain_iterator)), force=True)
@@ -41,6 +43,7 @@ class Checkpointer:
     if given, moves `data_iterator` to where it was at that step."""
     args = {"state": ocp.args.StandardRestore(abstract_state)}
     if data_iterator is not None:
+      import grain  # pylint: disable=g-import-not-at-top  (see save)
       args["data_iter"] = grain.checkpoint.CheckpointRestore(data_iterator.grain_iterator)
     return self.manager.restore(step, args=ocp.args.Composite(**args))["state"]
 
