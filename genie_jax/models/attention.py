@@ -214,7 +214,7 @@ def describe(implementation: str, *, device=None) -> str:
   names = {"xla": "XLA (materialised)", "cudnn": "cuDNN flash attention",
            "pallas_tpu": "Pallas splash attention"}
   if implementation != "auto":
-    return names[check_implementation(implementation)]
+    return f"{implementation}: {names[check_implementation(implementation)]}"
   if device.platform == "gpu":
     return f"auto: {names['cudnn'] if _is_nvidia(device) else names['xla']} (XLA where cuDNN cannot take a call)"
   if device.platform == "tpu":
