@@ -85,7 +85,7 @@ def _cudnn_problem(device, dtype, head_dim: int, q_len: int, kv_len: int, causal
   if jnp.dtype(dtype) not in [jnp.dtype(d) for d in CUDNN_DTYPES]:
     return (f"cuDNN flash attention takes bfloat16 or float16, not {jnp.dtype(dtype).name} "
             "(--config.dtype=bfloat16)")
-  capability = tuple(int(x) for x in getattr(device, "compute_capability", "0.0").split("."))
+  capability = tuple(int(x) for x in str(getattr(device, "compute_capability", None) or "0.0").split("."))
   max_head = 256 if capability >= (9, 0) else 128
   if head_dim % 8 or head_dim > max_head:
     return f"cuDNN flash attention needs a head size that is a multiple of 8 and <= {max_head}; it is {head_dim}"
