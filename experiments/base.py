@@ -15,8 +15,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.phase = "tokenizer"            # tokenizer | lam_dynamics
   c.seed = 0
   c.dtype = "float32"              # compute dtype: float32 | bfloat16 (params stay float32)
-  c.remat = "none"                 # none | full | dots | dots_no_batch
+  c.remat = "none"                 # none | full | temporal_qkv | qkv | dots_no_batch | dots
   c.scan_layers = True             # run each block stack as a lax.scan (False: a Python loop)
+  c.attention = "auto"             # auto | xla | cudnn | pallas_tpu (genie_jax/models/attention.py)
 
   c.data = ml_collections.ConfigDict(dict(
       name="coinrun", data_dir="data", split="train", eval_split="validation",

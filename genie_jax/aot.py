@@ -71,7 +71,7 @@ def compile_step(config, topology_name: str):
   from flax import nnx  # pylint: disable=g-import-not-at-top
   from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
   from genie_jax import flops, parallel  # pylint: disable=g-import-not-at-top
-  from genie_jax.models import build  # pylint: disable=g-import-not-at-top
+  from genie_jax.models import attention as attention_lib, build  # pylint: disable=g-import-not-at-top
   from genie_jax.params import count_leaves  # pylint: disable=g-import-not-at-top
   from genie_jax.train import checkpoints, state as state_lib, trainer  # pylint: disable=g-import-not-at-top
 
@@ -111,6 +111,8 @@ def compile_step(config, topology_name: str):
       raise DoesNotFit(f"XLA:TPU could not fit the step in {chip.hbm_gib:.0f} GiB per {chip.name} chip "
                        f"({str(e).splitlines()[0][:300]}). Turn: " + "; ".join(_knobs(config, dict(mesh.shape)))) from e
 
+  # the splash kernel lowers to a Mosaic custom call; XLA's attention to plain dots
+  pallas_calls = compiled.as_text().count('custom_call_target="tpu_custom_call"')
   memory = compiled.memory_analysis()
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
@@ -135,6 +137,8 @@ def compile_step(config, topology_name: str):
       "peak_gib": peak / gib, "hbm_gib": chip.hbm_gib,
       "compiler_flops_per_device": float(cost.get("flops", float("nan"))),
       "analytic_flops": model_flops,
+      "attention": attention_lib.describe(config.get("attention", "auto"), device=devices[0]),
+      "pallas_calls": pallas_calls,
   }
 
 
@@ -151,6 +155,7 @@ def report(config, r: dict, mfu: float) -> str:
       f"config: phase {config.phase}, dtype {config.dtype}, remat {config.remat}, global batch "
       f"{config.train.batch_size} x {d.window} frames at {d.width}x{d.height}",
       f"topology: {r['topology']} = {n} x {r['chip'].name}, mesh {r['mesh']}",
+      f"attention: {r['attention']}; Pallas kernel calls in the compiled step: {r['pallas_calls']}",
       "parameters: " + ", ".join(f"{k} {_human(v)}" for k, v in r["counts"].items()),
       f"per-chip memory: arguments {r['argument_gib']:.2f} GiB, temporaries {r['temp_gib']:.2f} GiB, "
       f"outputs {r['output_gib']:.2f} GiB (aliased {r['alias_gib']:.2f}), peak {r['peak_gib']:.2f} GiB "

@@ -23,7 +23,7 @@ from flax import nnx
 
 from genie_jax import parallel, prompts, sampling
 from genie_jax.models import build, dynamics as dynamics_lib
-from genie_jax.train import checkpoints, trainer
+from genie_jax.train import checkpoints
 
 
 class Genie:
@@ -60,7 +60,7 @@ class Genie:
       raise FileNotFoundError(f"tokenizer workdir {tokenizer_workdir!r} (named by {workdir!r}) not "
                               "found; pass tokenizer_workdir=")
     mesh = mesh or parallel.make_mesh(data=1, devices=jax.devices()[:1])
-    tok_graphdef, tok_params, _ = trainer.load_frozen_tokenizer(config, mesh, tokenizer_workdir)
+    tok_graphdef, tok_params, _ = checkpoints.load_frozen_tokenizer(config, mesh, tokenizer_workdir)
     world_graphdef, world_params, _, _, _ = checkpoints.load_params(
         workdir, build.make_trainable, mesh, rules_config=config)
     return cls(config=config, tokenizer_graphdef=tok_graphdef, world_graphdef=world_graphdef,

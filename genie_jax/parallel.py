@@ -112,6 +112,23 @@ def use_mesh_rules(mesh: Mesh, rules):
     _RULES.reset(token)
 
 
+def current_mesh_rules():
+  """(mesh, rules) of the enclosing `use_mesh_rules`, or None outside one."""
+  return _RULES.get()
+
+
+def divisible_spec(spec: P, shape: Sequence[int], mesh: Mesh) -> P:
+  """`spec` with the mesh axes dropped from every dimension they do not divide evenly
+  (such a dimension is then replicated): for kernels under shard_map, whose shards must
+  be equal, on arrays whose merged leading axis may be small (batch 1 in sampling)."""
+  out = []
+  for dim, entry in zip(shape, tuple(spec) + (None,) * (len(shape) - len(spec))):
+    axes = (entry,) if isinstance(entry, str) else tuple(entry or ())
+    ways = math.prod(mesh.shape[a] for a in axes)
+    out.append(entry if axes and dim % ways == 0 else None)
+  return P(*out)
+
+
 def constrain(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
   """Sharding constraint on an activation by logical axis names; no-op without a mesh."""
   current = _RULES.get()

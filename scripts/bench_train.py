@@ -1,18 +1,28 @@
-r"""Training throughput (frames/s) per model at Jasmine's CoinRun shapes: 64x64, T=16,
-B=2, patch 16, d512, FFW 2048, 8 heads; tokenizer and LAM 4+4 blocks (LAM codebook 6),
-dynamics 6 blocks on tokens (16 tokens + 1 action token per frame). fp32 on CPU.
+r"""Training throughput of each model: frames/s, model TFLOP/s, MFU and peak memory.
 
-    python scripts/bench_train.py [--steps 10] [--dtype float32]
+    python scripts/bench_train.py [--steps 10] [--shapes jasmine|paper] [--parts ...]
+        [--batch B] [--frames T] [--patch P] [--lam_patch P] [--dtype bfloat16]
+        [--attention auto|xla|cudnn|pallas_tpu] [--remat full] [--json out.json]
 
-Each step is the real AdamW update (clip + adamw from genie_jax.train.state) on the
-model's training loss; the tokenizer uses the trainer's own jitted step. Also prints the
-model FLOP rate (genie_jax/flops.py: 3x the forward's matmuls and attention) and, on a
-GPU whose peak is known (H100, H200, A100), the model FLOPs utilisation (MFU).
+Shapes (experiments/coinrun.py), overridable by the flags above:
+  jasmine  Jasmine's CoinRun benchmark: 64x64, T=16, B=2, patch 16 everywhere, d512, FFW
+           2048, 8 heads; tokenizer and LAM 4+4 blocks (LAM codebook 6), dynamics 6 blocks
+           (16 tokens + 1 action token per frame). The default, sized for this CPU.
+  paper    the paper's CoinRun models (App. F) at its batch: B=48, tokenizer patch 4
+           (16x16 = 256 tokens per frame), LAM patch 16, same widths and depths. For a GPU.
+
+Parts: tokenizer, lam, dynamics (each alone, on random frames or tokens) and
+lam_dynamics (the real phase-2 step: LAM + dynamics trained on the tokens of a frozen
+tokenizer). Each step is the real AdamW update (genie_jax.train.state's optimizer);
+tokenizer and lam_dynamics use the trainer's own step. Each is compiled once ahead of
+time, so its memory analysis is at hand. Prints the median step, frames/s, the model
+FLOP rate (genie_jax/flops.py, 3x the forward's matmuls and attention), MFU on a GPU
+whose peak is known (H100, H200, A100), and peak memory (genie_jax/benchmark.py).
+`--compare_unrolled` also times each step with scan_layers=False, in the same run.
 """
 import argparse
+import json
 import os
-import statistics
-import time
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
@@ -22,12 +32,12 @@ import optax  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from experiments import coinrun  # noqa: E402
-from genie_jax import flops, params as param_counts  # noqa: E402
-from genie_jax.models import build, dynamics as dynamics_lib  # noqa: E402
+from genie_jax import benchmark, flops, params as param_counts  # noqa: E402
+from genie_jax.models import attention, build, dynamics as dynamics_lib, patching  # noqa: E402
 from genie_jax.train import losses, state as state_lib, step as step_lib  # noqa: E402
 
-# Jasmine's figures on this 2-core CPU (frames/s), quoted in the issue
-REFERENCE = {"tokenizer": 22.0, "lam": 22.0, "dynamics": 24.0}
+PARTS = ("tokenizer", "lam", "dynamics", "lam_dynamics")
+MAKE = {"tokenizer": build.make_tokenizer, "lam": build.make_lam, "dynamics": build.make_dynamics}
 
 
 def lam_loss(model, batch, rng):
@@ -45,93 +55,132 @@ def dynamics_loss(model, batch, rng):
   return losses.masked_token_loss(logits, tokens, mask)[0]
 
 
-def simple_step(graphdef, tx, loss_fn):
-  def step(params, opt_state, batch, rng):
-    loss, grads = jax.value_and_grad(lambda p: loss_fn(nnx.merge(graphdef, p), batch, rng))(params)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss
-  return jax.jit(step, donate_argnums=(0, 1))
+def make_config(part: str, args):
+  """The config of `part` at --shapes, with the flags' overrides."""
+  phase = "tokenizer" if part == "tokenizer" else "dynamics"
+  config = coinrun.get_config(f"bench_{phase}" if args.shapes == "jasmine" else
+                              ("tokenizer" if phase == "tokenizer" else "lam_dynamics"))
+  config.dtype, config.attention, config.remat = args.dtype, args.attention, args.remat
+  if args.batch:
+    config.train.batch_size = args.batch
+  if args.frames:
+    config.data.window = args.frames
+  if args.patch:
+    config.tokenizer.patch = args.patch
+  if args.lam_patch:
+    config.lam.patch = args.lam_patch
+  return config
 
 
-def time_steps(run, steps):
-  """Median seconds per step. Each step is waited for on its own: the warm-up calls used to
-  return while still executing, so the first timed step also paid for them."""
-  jax.block_until_ready(run())  # compile
-  jax.block_until_ready(run())
-  times = []
-  for _ in range(steps):
-    start = time.perf_counter()
-    jax.block_until_ready(run())
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
+def forward_flops(part: str, config) -> float:
+  """Model FLOPs of one training step of `part` (3x forward; the frozen encoder 1x)."""
+  if part == "lam_dynamics":
+    counts = param_counts.all_counts(config)
+    tok_params = nnx.to_pure_dict(nnx.state(nnx.eval_shape(lambda: build.make_tokenizer(config, nnx.Rngs(0))),
+                                            nnx.Param))
+    counts["tokenizer_encoder"] = param_counts.count_leaves(
+        {k: v for k, v in tok_params.items() if k in ("patch_in", "enc_pos", "encoder", "to_latent")})
+    return flops.step_flops(config, counts)
+  forward = {"tokenizer": flops.tokenizer_forward, "lam": flops.lam_forward, "dynamics": flops.dynamics_forward}
+  return 3 * forward[part](config, param_counts.count_params(MAKE[part], config))
 
 
-MAKE = {"tokenizer": build.make_tokenizer, "lam": build.make_lam, "dynamics": build.make_dynamics}
-FORWARD_FLOPS = {"tokenizer": flops.tokenizer_forward, "lam": flops.lam_forward,
-                 "dynamics": flops.dynamics_forward}
-
-
-def make_runner(part, config, frames, key):
-  """A function that runs one training step of `part` and returns its loss."""
+def make_runner(part: str, config, key):
+  """(run: one training step -> its loss, compiled step) with the state held inside."""
+  b, t = config.train.batch_size, config.data.window
+  frames = jax.random.randint(key, (b, t, config.data.height, config.data.width, 3), 0, 256).astype(jnp.uint8)
   tx = state_lib.make_optimizer(config.optim, 1000)
-  if part == "tokenizer":
-    state = jax.jit(lambda: state_lib.init_state(config, build.make_tokenizer, tx))()
-    graphdef = nnx.graphdef(nnx.eval_shape(lambda: build.make_tokenizer(config, nnx.Rngs(0))))
-    step = jax.jit(step_lib.make_train_step(config, graphdef, tx, state_lib.learning_rate_schedule(config.optim, 1000)),
-                   donate_argnums=(0,))
-    batch, holder = {"frames": frames}, [state]
+  if part in ("tokenizer", "lam_dynamics"):
+    config.phase = "tokenizer" if part == "tokenizer" else "lam_dynamics"
+    state = jax.jit(lambda: state_lib.init_state(config, build.make_trainable, tx))()
+    graphdef = nnx.graphdef(nnx.eval_shape(lambda: build.make_trainable(config, nnx.Rngs(0))))
+    tok_graphdef, frozen = None, None
+    if part == "lam_dynamics":
+      tok_graphdef, frozen = nnx.split(build.make_tokenizer(config, nnx.Rngs(1)), nnx.Param)
+      frozen = nnx.to_pure_dict(frozen)
+    batch = {"frames": frames, "actions": jnp.zeros((b, t), jnp.int32)}
+    step = jax.jit(step_lib.make_train_step(config, graphdef, tx, state_lib.learning_rate_schedule(config.optim, 1000),
+                                            tok_graphdef), donate_argnums=(0,))
+    compiled = step.lower(state, batch, frozen).compile()
+    holder = [state]
 
     def run():
-      holder[0], metrics = step(holder[0], batch, None)
+      holder[0], metrics = compiled(holder[0], batch, frozen)
       return metrics["loss"]
-    return run
+    return run, compiled
   graphdef, params = nnx.split(MAKE[part](config, nnx.Rngs(0)), nnx.Param)
   params = nnx.to_pure_dict(params)
   if part == "lam":
     batch, loss_fn = {"frames": frames}, lam_loss
   else:
-    batch = {"tokens": jax.random.randint(key, (2, 16, 16), 0, config.tokenizer.num_codes),
-             "actions": jax.random.randint(key, (2, 15), 0, config.lam.num_actions)}
+    h, w = patching.token_grid(config.data.height, config.data.width, config.tokenizer.patch)
+    batch = {"tokens": jax.random.randint(key, (b, t, h * w), 0, config.tokenizer.num_codes),
+             "actions": jax.random.randint(key, (b, t - 1), 0, config.lam.num_actions)}
     loss_fn = dynamics_loss
-  step = simple_step(graphdef, tx, loss_fn)
+
+  def step(params, opt_state, batch, rng):
+    loss, grads = jax.value_and_grad(lambda p: loss_fn(nnx.merge(graphdef, p), batch, rng))(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+
   holder = [params, tx.init(params)]
+  compiled = jax.jit(step, donate_argnums=(0, 1)).lower(holder[0], holder[1], batch, key).compile()
 
   def run():
-    holder[0], holder[1], loss = step(holder[0], holder[1], batch, key)
+    holder[0], holder[1], loss = compiled(holder[0], holder[1], batch, key)
     return loss
-  return run
+  return run, compiled
 
 
 def main():
-  ap = argparse.ArgumentParser()
+  ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   ap.add_argument("--steps", type=int, default=10)
-  ap.add_argument("--dtype", default="float32")
+  ap.add_argument("--shapes", choices=("jasmine", "paper"), default="jasmine")
   ap.add_argument("--parts", default="tokenizer,lam,dynamics")
+  ap.add_argument("--batch", type=int, default=0, help="clips per step (default: the shapes')")
+  ap.add_argument("--frames", type=int, default=0, help="frames per clip T (default 16)")
+  ap.add_argument("--patch", type=int, default=0, help="tokenizer patch, which sets the dynamics' token grid")
+  ap.add_argument("--lam_patch", type=int, default=0)
+  ap.add_argument("--dtype", choices=sorted(build.DTYPES), default="float32")
+  ap.add_argument("--attention", choices=attention.IMPLEMENTATIONS, default="auto")
+  ap.add_argument("--remat", default="none", help="remat policy (genie_jax/models/st_transformer.py)")
+  ap.add_argument("--json", default="", help="also write the results to this JSON file")
   ap.add_argument("--compare_unrolled", action="store_true",
                   help="also time each step with config.scan_layers=False and print the speed-up")
   args = ap.parse_args()
-  unknown = set(args.parts.split(",")) - set(MAKE)
+  parts = args.parts.split(",")
+  unknown = set(parts) - set(PARTS)
   if unknown:
-    ap.error(f"unknown --parts {sorted(unknown)}; choose from {sorted(MAKE)}")
+    ap.error(f"unknown --parts {sorted(unknown)}; choose from {list(PARTS)}")
   key = jax.random.PRNGKey(0)
-  frames = jax.random.randint(key, (2, 16, 64, 64, 3), 0, 256).astype(jnp.uint8)
   device = jax.devices()[0]
-  peak = flops.peak_flops(device.device_kind, args.dtype)
-  for part in args.parts.split(","):
-    config = coinrun.get_config(f"bench_{part}")
-    config.dtype = args.dtype
-    seconds = time_steps(make_runner(part, config, frames, key), args.steps)
-    fps = config.train.batch_size * config.data.window / seconds
-    flop_rate = 3 * FORWARD_FLOPS[part](config, param_counts.count_params(MAKE[part], config)) / seconds
-    mfu = f", MFU {flop_rate / peak:.1%} of {device.device_kind}" if peak else ""
-    print(f"{part:10s} {fps:7.1f} frames/s  ({seconds * 1000:7.1f} ms/step, B=2 T=16, {args.dtype}, "
-          f"{flop_rate / 1e9:,.0f} GFLOP/s{mfu})"
-          f"   reference {REFERENCE[part]:.0f} frames/s -> ratio {fps / REFERENCE[part]:.2f}x", flush=True)
+  print(f"{device.device_kind} ({device.platform}), jax {jax.__version__}, attention "
+        f"{attention.describe(args.attention, device=device)}, shapes {args.shapes}, remat {args.remat}", flush=True)
+  results = []
+  for part in parts:
+    config = make_config(part, args)
+    run, compiled = make_runner(part, config, key)
+    seconds = benchmark.median_seconds(run, args.steps)
+    b, t = config.train.batch_size, config.data.window
+    step_flops = forward_flops(part, config)
+    result = {"part": part, "seconds_per_step": seconds, "frames_per_second": b * t / seconds,
+              "batch": b, "frames": t, "patch": config.tokenizer.patch, "lam_patch": config.lam.patch,
+              "dtype": args.dtype, "attention": args.attention, "remat": args.remat,
+              "model_flops_per_step": step_flops, "device": device.device_kind,
+              "compiled_gib": (benchmark.compiled_bytes(compiled) or 0) / benchmark.GIB}
+    print(f"{part:12s} {b * t / seconds:8.1f} frames/s  ({seconds * 1000:8.1f} ms/step, B={b} T={t}, "
+          f"{args.dtype}, {benchmark.rate_text(step_flops, seconds, args.dtype, device)}; "
+          f"{benchmark.peak_memory(compiled, device)})", flush=True)
     if args.compare_unrolled:
       config.scan_layers = False
-      unrolled = time_steps(make_runner(part, config, frames, key), args.steps)
-      print(f"{'':10s} unrolled layers: {unrolled * 1000:7.1f} ms/step -> the scan is "
+      unrolled = benchmark.median_seconds(make_runner(part, config, key)[0], args.steps)
+      result["unrolled_seconds_per_step"] = unrolled
+      print(f"{'':12s} unrolled layers: {unrolled * 1000:8.1f} ms/step -> the scan is "
             f"{unrolled / seconds:.2f}x faster", flush=True)
+    results.append(result)
+  if args.json:
+    with open(args.json, "w") as f:
+      json.dump(results, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -44,9 +44,13 @@ def test_small_config_compiles_for_a_tpu_slice_and_reports():
   assert 0.7 < ratio < 1.4, ratio
   assert aot.fits_or_advice(config, r) is None
   assert "step time at 40% MFU" in aot.report(config, r, 0.4)
+  # every sequence here is under 128 tokens, so "auto" keeps XLA's attention on TPU
+  assert r["pallas_calls"] == 0 and "auto" in r["attention"]
   config.scan_layers = True  # the default compiles one block per stack; same memory budget
+  config.attention = "pallas_tpu"  # and the splash kernel (padded, under shard_map) lowers for TPU
   scanned = aot.compile_step(config, "v5e-8")
   assert 0 < scanned["peak_gib"] < scanned["hbm_gib"] and scanned["analytic_flops"] == r["analytic_flops"]
+  assert scanned["pallas_calls"] > 0
   flops_line = next(l for l in aot.report(config, scanned, 0.4).splitlines() if l.startswith("FLOPs"))
   assert "analytic model FLOPs" in flops_line and "ratio" not in flops_line
 

@@ -119,3 +119,14 @@ def test_play_refuses_an_unwritable_output_name_before_generating(tiny_world, tm
                         capture_output=True, text=True, timeout=300)
   assert done.returncode != 0 and "choose a .gif or .mp4" in done.stderr
   assert not os.listdir(tmp_path)
+
+
+def test_the_genie_api_does_not_import_the_training_loop():
+  """genie.py restores models through train/checkpoints.py; the trainer (which imports the
+  evaluation, which imports genie.py) and the data loader's packages (absent on the lent
+  GPU machines) must stay out of an inference-only import."""
+  code = ("import sys, genie_jax.genie; print(sorted(m for m in sys.modules if m.startswith(("
+          "'genie_jax.train.trainer', 'genie_jax.evals', 'grain', 'tensorflow_datasets', 'data_pipelines'))))")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                       env=dict(os.environ, JAX_PLATFORMS="cpu"), cwd=os.path.dirname(os.path.dirname(__file__)))
+  assert out.stdout.strip() == "[]", out.stdout

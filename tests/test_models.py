@@ -10,7 +10,8 @@ from flax import nnx
 from experiments import coinrun, platformers, tiny
 from genie_jax import params as param_counts
 from genie_jax.models import build, dynamics, patching, quantizer
-from genie_jax.models.st_transformer import Attention, STBlock, STTransformer
+from genie_jax.models import attention
+from genie_jax.models.st_transformer import STBlock, STTransformer
 
 
 def _np_attention(q, k, v, causal):
@@ -25,7 +26,7 @@ def _np_attention(q, k, v, causal):
 @pytest.mark.parametrize("causal", [False, True])
 def test_attention_matches_numpy(causal):
   q, k, v = np.random.default_rng(0).normal(size=(3, 2, 5, 4, 8)).astype(np.float32)
-  got = Attention.attend(jnp.asarray(q), jnp.asarray(k), jnp.asarray(v), causal=causal)
+  got = attention.attend(jnp.asarray(q), jnp.asarray(k), jnp.asarray(v), causal=causal)
   np.testing.assert_allclose(got, _np_attention(q, k, v, causal), rtol=1e-5, atol=1e-5)
 
 
@@ -69,7 +70,7 @@ def test_scanned_stack_equals_a_loop_over_its_blocks():
     return jnp.sum(jnp.sin(m(x)))
 
   grads = None
-  for scan_layers, remat in ((True, "none"), (False, "none"), (True, "full"), (False, "dots")):
+  for scan_layers, remat in ((True, "none"), (False, "none"), (True, "full"), (False, "dots"), (True, "qkv")):
     model.scan_layers, model.remat = scan_layers, remat
     np.testing.assert_allclose(model(x), expected, rtol=1e-5, atol=1e-5)
     g = jax.tree.leaves(nnx.grad(loss)(model))

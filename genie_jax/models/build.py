@@ -4,7 +4,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 from flax import nnx
 
-from genie_jax.models import patching
+from genie_jax.models import attention as attention_lib, patching
 from genie_jax.models.dynamics import DynamicsModel
 from genie_jax.models.lam import LatentActionModel
 from genie_jax.models.tokenizer import VideoTokenizer
@@ -18,6 +18,12 @@ def compute_dtype(config):
   return DTYPES[config.dtype]
 
 
+def attention(config) -> str:
+  """config.attention (auto | xla | cudnn | pallas_tpu). Workdirs written before the field
+  existed ran XLA's path, which "auto" still picks on CPU and never changes the maths of."""
+  return attention_lib.check_implementation(config.get("attention", "auto"))
+
+
 def make_tokenizer(config, rngs: nnx.Rngs) -> VideoTokenizer:
   t = config.tokenizer
   return VideoTokenizer(
@@ -26,7 +32,7 @@ def make_tokenizer(config, rngs: nnx.Rngs) -> VideoTokenizer:
       enc_heads=t.enc_heads, dec_dim=t.dec_dim, dec_layers=t.dec_blocks, dec_heads=t.dec_heads,
       num_codes=t.num_codes, latent_dim=t.latent_dim, quantizer=t.get("quantizer", "vq"),
       fsq_levels=tuple(t.get("fsq_levels", ())), rngs=rngs, dtype=compute_dtype(config),
-      remat=config.remat, scan_layers=config.scan_layers)
+      remat=config.remat, scan_layers=config.scan_layers, attention=attention(config))
 
 
 def make_lam(config, rngs: nnx.Rngs) -> LatentActionModel:
@@ -39,7 +45,7 @@ def make_lam(config, rngs: nnx.Rngs) -> LatentActionModel:
       quantizer=l.get("quantizer", "vq"), predict_delta=l.get("predict_delta", False),
       encode_change=l.get("encode_change", False), rngs=rngs,
       dtype=compute_dtype(config), remat=config.remat,
-      scan_layers=config.scan_layers)
+      scan_layers=config.scan_layers, attention=attention(config))
 
 
 def make_dynamics(config, rngs: nnx.Rngs) -> DynamicsModel:
@@ -49,7 +55,7 @@ def make_dynamics(config, rngs: nnx.Rngs) -> DynamicsModel:
       num_codes=config.tokenizer.num_codes, tokens_per_frame=h * w, max_frames=config.data.window,
       dim=d.dim, num_layers=d.num_blocks, num_heads=d.num_heads, head_dim=d.head_dim, num_actions=config.lam.num_actions,
       action_conditioning=d.action_conditioning, rngs=rngs, dtype=compute_dtype(config),
-      remat=config.remat, scan_layers=config.scan_layers)
+      remat=config.remat, scan_layers=config.scan_layers, attention=attention(config))
 
 
 class LatentWorldModel(nnx.Module):

@@ -36,7 +36,7 @@ class DynamicsModel(nnx.Module):
   def __init__(self, *, num_codes: int, tokens_per_frame: int, max_frames: int, dim: int,
                num_layers: int, num_heads: int, head_dim: int = 0, num_actions: int, action_conditioning: str,
                rngs: nnx.Rngs, dtype=jnp.float32, param_dtype=jnp.float32, remat: str = "none",
-               scan_layers: bool = True):
+               scan_layers: bool = True, attention: str = "auto"):
     if action_conditioning not in ACTION_CONDITIONING:
       raise ValueError(f"action_conditioning must be one of {ACTION_CONDITIONING}, "
                        f"got {action_conditioning!r}")
@@ -52,7 +52,7 @@ class DynamicsModel(nnx.Module):
     self.pos = PositionalEmbedding(max_frames, tokens_per_frame + extra, dim, **kw)
     self.transformer = STTransformer(dim=dim, num_layers=num_layers, num_heads=num_heads,
                                      head_dim=head_dim, dtype=dtype, remat=remat,
-                                     scan_layers=scan_layers, **kw)
+                                     scan_layers=scan_layers, attention=attention, **kw)
     self.head = Dense(dim, num_codes, names=("embed", "vocab"), dtype=dtype, **kw)
     self.dtype = dtype
 

@@ -42,7 +42,7 @@ class LatentActionModel(nnx.Module):
                latent_dim: int, rngs: nnx.Rngs, quantizer: str = "vq", predict_delta: bool = False,
                encode_change: bool = False,
                dtype=jnp.float32, param_dtype=jnp.float32, remat: str = "none",
-               scan_layers: bool = True):
+               scan_layers: bool = True, attention: str = "auto"):
     self.height, self.width, self.patch = height, width, patch
     grid = patching.token_grid(height, width, patch)
     tokens = grid[0] * grid[1]
@@ -54,7 +54,7 @@ class LatentActionModel(nnx.Module):
     self.action_slot = param(rngs, nnx.initializers.normal(0.02), (dim,), ("embed",), param_dtype)
     self.enc_pos = PositionalEmbedding(max_frames, tokens + 1, dim, **kw)
     self.encoder = STTransformer(dim=dim, num_layers=enc_layers, num_heads=num_heads, dtype=dtype,
-                                 remat=remat, scan_layers=scan_layers, **kw)
+                                 remat=remat, scan_layers=scan_layers, attention=attention, **kw)
     # FSQ: one channel of A levels (an ordered scale of A actions)
     self.quantizer = make_quantizer(kind=quantizer, num_codes=num_actions, latent_dim=latent_dim,
                                     fsq_levels=(num_actions,), **kw)
@@ -64,7 +64,7 @@ class LatentActionModel(nnx.Module):
     self.dec_patch = Dense(pixels, dim, names=("patch", "embed"), dtype=dtype, **kw)
     self.dec_pos = PositionalEmbedding(max_frames, tokens, dim, **kw)
     self.decoder = STTransformer(dim=dim, num_layers=dec_layers, num_heads=num_heads, dtype=dtype,
-                                 remat=remat, scan_layers=scan_layers, **kw)
+                                 remat=remat, scan_layers=scan_layers, attention=attention, **kw)
     self.patch_out = Dense(dim, pixels, names=("embed", "patch"), dtype=dtype, **kw)
     self.predict_delta = predict_delta
     self.dtype = dtype

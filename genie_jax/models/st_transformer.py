@@ -2,9 +2,10 @@
 
 One block = spatial attention inside each frame -> causal temporal attention across
 frames at the same spatial position -> one feed-forward layer. Pre-norm, QK-norm
-(RMSNorm on queries and keys per head, in float32), attention through
-`jax.nn.dot_product_attention` so fused kernels are used where the backend has them
-(logits and softmax in float32 for bf16 inputs). Cost is linear in T.
+(RMSNorm on queries and keys per head, in float32). Attention goes through
+genie_jax/models/attention.py, which picks the kernel (`attention`: auto | xla | cudnn |
+pallas_tpu; cuDNN flash attention on NVIDIA GPUs, Pallas splash attention on TPU, XLA on
+CPU; logits and softmax in float32). Cost is linear in T.
 
 Sampling reuses the temporal keys/values of past frames: `STTransformer.step` runs one
 new frame against a per-layer cache [L, B, T_max, S, N, Hd] and gives exactly what the
@@ -17,17 +18,25 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax.ad_checkpoint import checkpoint_name
 
 from genie_jax import parallel
+from genie_jax.models import attention as attention_lib
 from genie_jax.models.layers import Dense, DenseIn, LayerNorm, MLP
 
 ACT = ("batch", "time", "space", "act_embed")  # logical names of [B, T, S, D] activations
 
+_names = jax.checkpoint_policies.save_only_these_names
 REMAT_POLICIES = {
     "none": None,
     "full": jax.checkpoint_policies.nothing_saveable,
     "dots": jax.checkpoint_policies.checkpoint_dots,
     "dots_no_batch": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+    # between full and dots: keep the q/k/v projections (before QK-norm) that the
+    # attention backward reads, so those matmuls are not recomputed; the rest is. On the
+    # 11B v5p-256 step (README, Pod scale) temporal_qkv fits at 96% of HBM, qkv does not
+    "qkv": _names("spatial_qkv", "temporal_qkv"),
+    "temporal_qkv": _names("temporal_qkv"),
 }
 
 
@@ -56,22 +65,20 @@ class Attention(nnx.Module):
     self.k_norm = LayerNorm(head_dim, name="kv", rms=True, rngs=rngs, param_dtype=param_dtype)
     self.dtype = dtype
 
-  def qkv(self, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """x [..., D] -> q, k, v [..., N, Hd] (q and k normalised)."""
-    return self.q_norm(self.q(x)), self.k_norm(self.k(x)), self.v(x)
-
-  @staticmethod
-  def attend(q, k, v, *, causal: bool = False, kv_lengths: jax.Array | None = None) -> jax.Array:
-    """q [B', Lq, N, Hd], k/v [B', Lk, N, Hd] -> [B', Lq, N, Hd]."""
-    return jax.nn.dot_product_attention(q, k, v, is_causal=causal, key_value_seq_lengths=kv_lengths)
+  def qkv(self, x: jax.Array, *, name: str) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """x [..., D] -> q, k, v [..., N, Hd] (q and k normalised). The projections are
+    tagged `name` for the remat policies that keep them (REMAT_POLICIES)."""
+    q, k, v = (checkpoint_name(proj(x), name) for proj in (self.q, self.k, self.v))
+    return self.q_norm(q), self.k_norm(k), v
 
 
 class STBlock(nnx.Module):
   """Spatial attention -> causal temporal attention -> feed-forward, each pre-norm + residual."""
 
   def __init__(self, dim: int, num_heads: int, *, head_dim: int = 0, mlp_ratio: int = 4,
-               rngs: nnx.Rngs, dtype=jnp.float32, param_dtype=jnp.float32):
+               rngs: nnx.Rngs, dtype=jnp.float32, param_dtype=jnp.float32, attention: str = "auto"):
     kw = dict(rngs=rngs, param_dtype=param_dtype)
+    self.attention = attention_lib.check_implementation(attention)
     self.spatial_norm = LayerNorm(dim, name="embed", **kw)
     self.spatial = Attention(dim, num_heads, head_dim=head_dim, dtype=dtype, **kw)
     self.temporal_norm = LayerNorm(dim, name="embed", **kw)
@@ -79,10 +86,14 @@ class STBlock(nnx.Module):
     self.mlp_norm = LayerNorm(dim, name="embed", **kw)
     self.mlp = MLP(dim, mlp_ratio * dim, dtype=dtype, **kw)
 
+  def _attend(self, q, k, v, *, causal: bool = False, kv_lengths: jax.Array | None = None) -> jax.Array:
+    """q [B', Lq, N, Hd], k/v [B', Lk, N, Hd] -> [B', Lq, N, Hd] through the chosen kernel."""
+    return attention_lib.attend(q, k, v, causal=causal, kv_lengths=kv_lengths, implementation=self.attention)
+
   def _spatial(self, x: jax.Array) -> jax.Array:
     b, t, s, d = x.shape
-    q, k, v = self.spatial.qkv(self.spatial_norm(x).reshape(b * t, s, d))
-    out = self.spatial.out(Attention.attend(q, k, v)).reshape(b, t, s, d)
+    q, k, v = self.spatial.qkv(self.spatial_norm(x).reshape(b * t, s, d), name="spatial_qkv")
+    out = self.spatial.out(self._attend(q, k, v)).reshape(b, t, s, d)
     return parallel.constrain(x + out.astype(x.dtype), ACT)
 
   def _mlp(self, x: jax.Array) -> jax.Array:
@@ -92,9 +103,9 @@ class STBlock(nnx.Module):
     """x [B, T, S, D] -> [B, T, S, D]; with return_kv also temporal k, v [B, T, S, N, Hd]."""
     x = self._spatial(x)
     b, t, s, d = x.shape
-    q, k, v = self.temporal.qkv(self.temporal_norm(x))  # [B, T, S, N, Hd]
+    q, k, v = self.temporal.qkv(self.temporal_norm(x), name="temporal_qkv")  # [B, T, S, N, Hd]
     to_seq = lambda a: a.transpose(0, 2, 1, 3, 4).reshape(b * s, t, *a.shape[3:])
-    out = Attention.attend(to_seq(q), to_seq(k), to_seq(v), causal=True)
+    out = self._attend(to_seq(q), to_seq(k), to_seq(v), causal=True)
     out = out.reshape(b, s, t, *out.shape[2:]).transpose(0, 2, 1, 3, 4)
     x = parallel.constrain(x + self.temporal.out(out).astype(x.dtype), ACT)
     x = self._mlp(x)
@@ -108,21 +119,22 @@ class STBlock(nnx.Module):
     """
     x = self._spatial(x)
     b, _, s, d = x.shape
-    q, k, v = self.temporal.qkv(self.temporal_norm(x))
+    q, k, v = self.temporal.qkv(self.temporal_norm(x), name="temporal_qkv")
     keys = jax.lax.dynamic_update_slice_in_dim(k_cache, k.astype(k_cache.dtype), position, axis=1)
     values = jax.lax.dynamic_update_slice_in_dim(v_cache, v.astype(v_cache.dtype), position, axis=1)
     t_max = keys.shape[1]
     to_seq = lambda a, n: a.transpose(0, 2, 1, 3, 4).reshape(b * s, n, *a.shape[3:])
     lengths = jnp.full((b * s,), position + 1, dtype=jnp.int32)
-    out = Attention.attend(to_seq(q, 1), to_seq(keys.astype(q.dtype), t_max),
-                           to_seq(values.astype(q.dtype), t_max), kv_lengths=lengths)
+    out = self._attend(to_seq(q, 1), to_seq(keys.astype(q.dtype), t_max),
+                       to_seq(values.astype(q.dtype), t_max), kv_lengths=lengths)
     out = out.reshape(b, s, 1, *out.shape[2:]).transpose(0, 2, 1, 3, 4)
     x = x + self.temporal.out(out).astype(x.dtype)
     return self._mlp(x), k, v
 
 
 class STTransformer(nnx.Module):
-  """A stack of ST blocks with a final norm. `remat` names a policy in REMAT_POLICIES.
+  """A stack of ST blocks with a final norm. `remat` names a policy in REMAT_POLICIES,
+  `attention` a kernel choice of genie_jax/models/attention.py.
 
   The blocks are one STBlock whose parameters are stacked along a leading "layers" axis
   [L, ...]. With `scan_layers` (the default) the stack runs as a `jax.lax.scan`, for two
@@ -137,7 +149,7 @@ class STTransformer(nnx.Module):
 
   def __init__(self, *, dim: int, num_layers: int, num_heads: int, head_dim: int = 0,
                mlp_ratio: int = 4, rngs: nnx.Rngs, dtype=jnp.float32, param_dtype=jnp.float32,
-               remat: str = "none", scan_layers: bool = True):
+               remat: str = "none", scan_layers: bool = True, attention: str = "auto"):
     if remat not in REMAT_POLICIES:
       raise ValueError(f"unknown remat policy {remat!r}; choose from {sorted(REMAT_POLICIES)}")
 
@@ -145,7 +157,7 @@ class STTransformer(nnx.Module):
     @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata={nnx.PARTITION_NAME: "layers"})
     def make_blocks(rngs):
       return STBlock(dim, num_heads, head_dim=head_dim, mlp_ratio=mlp_ratio, rngs=rngs, dtype=dtype,
-                     param_dtype=param_dtype)
+                     param_dtype=param_dtype, attention=attention)
 
     self.blocks = make_blocks(rngs)  # every parameter [L, ...], logical names ("layers", ...)
     self.final_norm = LayerNorm(dim, name="embed", rngs=rngs, param_dtype=param_dtype)

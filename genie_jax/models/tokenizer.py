@@ -30,7 +30,8 @@ class VideoTokenizer(nnx.Module):
                enc_layers: int, enc_heads: int, dec_dim: int, dec_layers: int, dec_heads: int,
                num_codes: int, latent_dim: int, rngs: nnx.Rngs, quantizer: str = "vq",
                fsq_levels: tuple[int, ...] = (), dtype=jnp.float32,
-               param_dtype=jnp.float32, remat: str = "none", scan_layers: bool = True):
+               param_dtype=jnp.float32, remat: str = "none", scan_layers: bool = True,
+               attention: str = "auto"):
     self.height, self.width, self.patch = height, width, patch
     self.grid = patching.token_grid(height, width, patch)
     tokens = self.grid[0] * self.grid[1]
@@ -39,7 +40,7 @@ class VideoTokenizer(nnx.Module):
     self.patch_in = Dense(pixels, enc_dim, names=("patch", "embed"), dtype=dtype, **kw)
     self.enc_pos = PositionalEmbedding(max_frames, tokens, enc_dim, **kw)
     self.encoder = STTransformer(dim=enc_dim, num_layers=enc_layers, num_heads=enc_heads,
-                                 dtype=dtype, remat=remat, scan_layers=scan_layers, **kw)
+                                 dtype=dtype, remat=remat, scan_layers=scan_layers, attention=attention, **kw)
     self.quantizer = make_quantizer(kind=quantizer, num_codes=num_codes, latent_dim=latent_dim,
                                     fsq_levels=fsq_levels, **kw)
     latent_dim = self.quantizer.code_dim
@@ -47,7 +48,7 @@ class VideoTokenizer(nnx.Module):
     self.from_latent = Dense(latent_dim, dec_dim, names=("latent", "embed"), dtype=dtype, **kw)
     self.dec_pos = PositionalEmbedding(max_frames, tokens, dec_dim, **kw)
     self.decoder = STTransformer(dim=dec_dim, num_layers=dec_layers, num_heads=dec_heads,
-                                 dtype=dtype, remat=remat, scan_layers=scan_layers, **kw)
+                                 dtype=dtype, remat=remat, scan_layers=scan_layers, attention=attention, **kw)
     self.patch_out = Dense(dec_dim, pixels, names=("embed", "patch"), dtype=dtype, **kw)
     self.dtype = dtype
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 import json
 import os
 
-import grain
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
+
+from genie_jax.models import build
 
 
 class Checkpointer:
@@ -30,6 +31,9 @@ class Checkpointer:
     return self.manager.latest_step()
 
   def save(self, step: int, state, data_iterator) -> None:
+    # imported here: only training saves a data iterator, and loading a model for
+    # inference (Genie.load) must not need the data loader installed
+    import grain  # pylint: disable=g-import-not-at-top
     self.manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state),
         data_iter=grain.checkpoint.CheckpointSave(data_iterator.grain_iterator)), force=True)
@@ -39,6 +43,7 @@ class Checkpointer:
     if given, moves `data_iterator` to where it was at that step."""
     args = {"state": ocp.args.StandardRestore(abstract_state)}
     if data_iterator is not None:
+      import grain  # pylint: disable=g-import-not-at-top  (see save)
       args["data_iter"] = grain.checkpoint.CheckpointRestore(data_iterator.grain_iterator)
     return self.manager.restore(step, args=ocp.args.Composite(**args))["state"]
 
@@ -79,6 +84,22 @@ def load_params(workdir: str, make_module, mesh, *, rules_config=None):
   params = ckpt.restore_params(step, abstract_with_shardings(abstract, shardings))
   ckpt.close()
   return nnx.graphdef(abstract_module), params, shardings, config, step
+
+
+def load_frozen_tokenizer(config, mesh, workdir: str | None = None):
+  """Phase 2: (graphdef, params sharded on `mesh`, shardings) of the tokenizer in `workdir`
+  (default config.train.tokenizer_workdir), refused if it does not match `config`.
+
+  Here rather than in the trainer because the trainer, validation and the Genie API all
+  restore it: the inference API must not import the training loop (which imports the
+  evaluation, which imports the Genie API)."""
+  workdir = workdir or config.train.tokenizer_workdir
+  if not workdir:
+    raise ValueError("phase lam_dynamics needs --config.train.tokenizer_workdir=<phase-1 workdir>")
+  check_tokenizer_matches(read_config(workdir), config)
+  graphdef, params, shardings, _, _ = load_params(
+      workdir, build.make_tokenizer, mesh, rules_config=config)
+  return graphdef, params, shardings
 
 
 def abstract_with_shardings(abstract_tree, shardings):

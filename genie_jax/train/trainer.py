@@ -48,18 +48,6 @@ class _SigtermFlag:
       signal.signal(signal.SIGTERM, self._previous)
 
 
-def load_frozen_tokenizer(config, mesh, workdir: str | None = None):
-  """Phase 2: (graphdef, params sharded on `mesh`, shardings) of the tokenizer in `workdir`
-  (default config.train.tokenizer_workdir), refused if it does not match `config`."""
-  workdir = workdir or config.train.tokenizer_workdir
-  if not workdir:
-    raise ValueError("phase lam_dynamics needs --config.train.tokenizer_workdir=<phase-1 workdir>")
-  checkpoints.check_tokenizer_matches(checkpoints.read_config(workdir), config)
-  graphdef, params, shardings, _, _ = checkpoints.load_params(
-      workdir, build.make_tokenizer, mesh, rules_config=config)
-  return graphdef, params, shardings
-
-
 class TrainSetup:
   """What the step needs before any array exists: optimizer, abstract module and state, and
   their shardings on `mesh`. Shared by training and ahead-of-time compilation (aot.py)."""
@@ -105,7 +93,7 @@ def train(config, workdir: str, *, progress: bool = True, stop_after: int | None
   setup = TrainSetup(config, mesh)
   frozen, frozen_shardings, tok_graphdef = None, None, None
   if config.phase == "lam_dynamics":
-    tok_graphdef, frozen, frozen_shardings = load_frozen_tokenizer(config, mesh)
+    tok_graphdef, frozen, frozen_shardings = checkpoints.load_frozen_tokenizer(config, mesh)
 
   data = loader.make_iterator(config.data, mesh=mesh, rules=config.rules,
                               global_batch_size=config.train.batch_size, seed=config.seed)

@@ -8,7 +8,7 @@ import numpy as np
 from data_pipelines import loader
 from genie_jax import parallel
 from genie_jax.models import build
-from genie_jax.train import checkpoints, step as step_lib, trainer
+from genie_jax.train import checkpoints, step as step_lib
 
 
 def validate(config, workdir: str, *, split: str | None = None, num_batches: int = 4) -> dict:
@@ -18,7 +18,7 @@ def validate(config, workdir: str, *, split: str | None = None, num_batches: int
                                                         rules_config=config)
   frozen, tok_graphdef = None, None
   if config.phase == "lam_dynamics":
-    tok_graphdef, frozen, _ = trainer.load_frozen_tokenizer(config, mesh)
+    tok_graphdef, frozen, _ = checkpoints.load_frozen_tokenizer(config, mesh)
   loss_fn = jax.jit(step_lib.make_loss_fn(config, graphdef, tok_graphdef))
   data = loader.make_iterator(config.data, mesh=mesh, rules=config.rules, split=split or config.data.eval_split,
                               global_batch_size=config.train.batch_size, seed=0, shuffle=False)

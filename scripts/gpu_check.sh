@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# The GPU checks of fused attention, in one call on a lent H100 or H200 (at most about
+# 8 minutes: each step has its own time limit).
+#
+# 1. Here, once, in the repository root (the lent machine cannot reach PyPI; .whl/ is
+#    git-ignored). flax 0.12.10 is the first flax that imports with that machine's
+#    jax 0.11.2, and ml_collections is absent there:
+#        bash scripts/gpu_check.sh --download-wheels
+# 2. One device call: command "bash scripts/gpu_check.sh", carry [".whl"], timeout_s 600.
+# 3. Read $OUT/gpu_check.log (everything printed) and $OUT/results.json.
+#
+# What it runs (each step under its own time limit, so one hang cannot eat the others):
+#   a. scripts/attention_check.py: cuDNN flash attention vs XLA in bf16 at the model's
+#      shapes (spatial 256/257/921 tokens, causal temporal over 16 frames up to 70k
+#      rows, the frame cache's step with kv lengths), forward and gradients against a
+#      float32 reference, plus an ST stack and its cached step;
+#   b. scripts/bench_train.py at the paper's CoinRun shapes (B=48, T=16, tokenizer
+#      patch 4, bf16): the tokenizer step and the phase-2 step, attention auto (cuDNN)
+#      and then xla: frames/s, TFLOP/s, MFU, peak memory;
+#   c. scripts/bench_sampler.py at the same shapes: cached frame vs recompute, and the
+#      environment path with 1 and 16 worlds stepped as one batch (again with xla if
+#      that fails).
+# `--smoke` runs the same steps at Jasmine's small shapes on whatever JAX finds (CPU
+# included): a check of this script, not a measurement.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+REPO=$PWD
+
+if [[ "${1:-}" == "--download-wheels" ]]; then
+  python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+    -d .whl flax==0.12.10 ml_collections==1.1.0
+  exit $?
+fi
+SMOKE=0
+[[ "${1:-}" == "--smoke" ]] && SMOKE=1
+
+OUT=${OUT:-$REPO/gpu_check_out}
+mkdir -p "$OUT"
+WORK=$(mktemp -d)
+exec > >(tee "$OUT/gpu_check.log") 2>&1
+
+export PYTHONPATH=$REPO
+# the wheels only where the machine's own flax or ml_collections do not import
+if ! python3 -c "import flax, ml_collections" 2>/dev/null; then
+  compgen -G ".whl/*.whl" > /dev/null || { echo "flax/ml_collections do not import and .whl/ is empty: run --download-wheels here first"; exit 1; }
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    || { echo "installing .whl/ failed"; exit 1; }
+  export PYTHONPATH=/tmp/site:$REPO
+fi
+export PYTHONUNBUFFERED=1
+if [[ $SMOKE == 1 ]]; then
+  export JAX_PLATFORMS=${JAX_PLATFORMS:-cpu}
+  SHAPES=jasmine DTYPE=float32 STEPS=2 LIMIT=300 ATTN_FLAGS="--repeats 1"
+else
+  export JAX_PLATFORMS=cuda  # the benchmarks default to cpu when it is unset
+  SHAPES=paper DTYPE=bfloat16 STEPS=5 LIMIT=0 ATTN_FLAGS=""
+fi
+limit() { local seconds=$1; shift; [[ $LIMIT != 0 ]] && seconds=$LIMIT; timeout --signal=INT "$seconds" "$@"; }
+
+date -u
+nvidia-smi -L 2>/dev/null || echo "no nvidia-smi"
+python3 -c "import sys, jax, flax; print('python', sys.version.split()[0], 'jax', jax.__version__, 'flax', flax.__version__, jax.devices())" \
+  || { echo "jax/flax do not import"; exit 1; }
+
+echo "== a. fused vs XLA attention =="
+limit 100 python3 scripts/attention_check.py $ATTN_FLAGS --json "$WORK/attention.json"
+echo "attention_check exit $?"
+
+for attn in auto xla; do
+  echo "== b. training step, shapes $SHAPES, $DTYPE, attention $attn =="
+  limit 110 python3 scripts/bench_train.py --shapes $SHAPES --dtype $DTYPE --attention $attn --steps $STEPS \
+    --parts tokenizer,lam_dynamics --json "$WORK/train_$attn.json"
+  echo "bench_train ($attn) exit $?"
+done
+
+echo "== c. sampler and environment, shapes $SHAPES, $DTYPE, attention auto =="
+limit 100 python3 scripts/bench_sampler.py --shapes $SHAPES --dtype $DTYPE --attention auto --frames $STEPS \
+  --env_batches 1,16 --json "$WORK/sampler_auto.json"
+status=$?
+echo "bench_sampler exit $status"
+if [[ $status != 0 ]]; then  # still measure the environment path if a fused kernel failed there
+  echo "== c'. the same with attention xla =="
+  limit 80 python3 scripts/bench_sampler.py --shapes $SHAPES --dtype $DTYPE --attention xla --frames $STEPS \
+    --env_batches 1,16 --json "$WORK/sampler_xla.json"
+  echo "bench_sampler (xla) exit $?"
+fi
+
+python3 - "$WORK" "$OUT/results.json" <<'EOF'
+import glob, json, os, sys
+work, out = sys.argv[1:]
+results = {os.path.basename(p)[:-5]: json.load(open(p)) for p in sorted(glob.glob(os.path.join(work, "*.json")))}
+json.dump(results, open(out, "w"), indent=2)
+print("results:", out, sorted(results))
+EOF
+date -u
