@@ -30,7 +30,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.lam = ml_collections.ConfigDict(dict(
       patch=16, dim=512, enc_blocks=4, dec_blocks=4, num_heads=8, num_actions=6, latent_dim=32,
       dead_code_steps=100, weight=1.0,
-      quantizer="vq", predict_delta=False, encode_change=False))  # the paper: vq, pixels (README: "Why the LAM collapsed")
+      quantizer="vq", predict_delta=False, encoder_input="frames"))  # the paper: vq, pixels (README: "Why the LAM collapsed")
   c.dynamics = ml_collections.ConfigDict(dict(
       dim=512, num_blocks=6, num_heads=8, head_dim=0, action_conditioning="token",
       mask_rate_min=0.5, mask_rate_max=1.0, mask_scheme="all_frames"))

@@ -27,14 +27,14 @@ def get_config(arg: str = "tokenizer"):
   c.tokenizer.update(patch=8, enc_dim=64, enc_blocks=2, enc_heads=4, dec_dim=64, dec_blocks=2,
                      dec_heads=4, num_codes=1000, latent_dim=16, quantizer="fsq", fsq_levels=(8, 5, 5, 5))
   c.lam.update(patch=16, dim=64, enc_blocks=2, dec_blocks=2, num_heads=4, num_actions=5,
-               latent_dim=16, dead_code_steps=20, quantizer="vq", predict_delta=True, encode_change=True)
+               latent_dim=16, dead_code_steps=20, quantizer="vq", predict_delta=True, encoder_input="change")
   c.dynamics.update(dim=64, num_blocks=2, num_heads=4, mask_scheme="one_frame")
   if arg.startswith("paper"):
     c.tokenizer.update(num_codes=64, quantizer="vq", dead_code_steps=10)
-    c.lam.update(predict_delta=False, encode_change=False)
+    c.lam.update(predict_delta=False, encoder_input="frames")
     c.dynamics.update(mask_scheme="all_frames")
   c.sampling.steps = 8
-  c.optim.update(lr=1e-3, warmup_steps=50)
-  c.train.update(steps=600 if c.phase == "tokenizer" else 800, batch_size=8, log_every=50,
+  c.optim.update(lr=3e-3 if c.phase == "lam_dynamics" else 1e-3, warmup_steps=50)
+  c.train.update(steps=1000 if c.phase == "tokenizer" else 1500, batch_size=8, log_every=50,
                  image_every=0, ckpt_every=200, eval_clips=8)
   return c

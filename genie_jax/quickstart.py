@@ -5,7 +5,8 @@ r"""The whole loop, small, on one CPU machine: CoinRun data -> tokenizer -> LAM 
 
 Writes under --workdir: data/ (TFDS CoinRun), tokenizer/ and lam_dynamics/ (checkpoints,
 TensorBoard, metrics.jsonl), eval/ (metrics.json with FVD and ΔtPSNR, PNG plots),
-rollout.gif (a played episode) and summary.json. Rerunning resumes where it stopped.
+rollout.gif (a played episode), actions.png (each latent action applied again and again
+from one prompt, a row per action) and summary.json. Rerunning resumes where it stopped.
 """
 from __future__ import annotations
 
@@ -73,12 +74,15 @@ def main(argv):
   actions = np.random.default_rng(0).integers(0, genie.num_actions, 24)
   gif = play.run_headless(genie, play.default_prompt(genie), actions.tolist(),
                           os.path.join(workdir, "rollout.gif"), fps=8, scale=4, seed=0)
+  from genie_jax.evals import plots
+  grid = plots.action_grid(genie, play.default_prompt(genie), os.path.join(workdir, "actions.png"), repeats=6)
+  print(f"what each latent action does: {grid}")
   summary = {"tokenizer_validation": validate.validate(tok_cfg, tok_dir),
              "lam_dynamics_validation": validate.validate(dyn_cfg, dyn_dir),
              "evaluation": {k: metrics[k] for k in ("num_clips", "clip_frames", "delta_psnr", "recon_psnr",
                                                     "recon_ssim", "rollout_psnr_lam_mean",
                                                     "latent_actions", "real_actions", "fvd") if k in metrics},
-             "rollout_gif": gif, "rollout_actions": actions.tolist(),
+             "rollout_gif": gif, "rollout_actions": actions.tolist(), "action_grid": grid,
              "minutes": (time.perf_counter() - started) / 60}
   with open(os.path.join(workdir, "summary.json"), "w") as f:
     json.dump(summary, f, indent=2)

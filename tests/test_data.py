@@ -52,12 +52,42 @@ def test_coinrun_splits_use_disjoint_levels():
       assert ranges[i][1] <= ranges[j][0] or ranges[j][1] <= ranges[i][0]
 
 
-def test_sprites_actions_move_the_sprite():
-  ep = sprites.render_episode(seed=0, num_steps=30)
-  for t in range(29):
-    diff = np.abs(ep.frames[t + 1].astype(int) - ep.frames[t].astype(int)).sum()
-    if ep.actions[t] == 0:
-      assert diff == 0  # "stay" leaves the frame unchanged
+def _sprite_colour(frames):
+  """The colour that newly covered pixels share (uncovered background varies, the sprite not)."""
+  t = next(t for t in range(len(frames) - 1) if np.any(frames[t] != frames[t + 1]))
+  changed = frames[t + 1][np.any(frames[t] != frames[t + 1], axis=-1)]
+  colours, counts = np.unique(changed, axis=0, return_counts=True)
+  return colours[np.argmax(counts)].astype(int)
+
+
+def _sprite_corner(frames, sprite_color):
+  """Top-left (row, col) of the sprite in each frame: where every channel is its colour."""
+  match = np.all(frames.astype(int) == sprite_color, axis=-1)
+  rows, cols = np.argmax(match.any(2), axis=1), np.argmax(match.any(1), axis=1)
+  return np.stack([rows, cols], axis=1)
+
+
+@pytest.mark.parametrize("world", [dict(), dict(sprite=8, speed=4, background="stripes")])
+def test_sprites_every_action_decides_the_motion(world):
+  ep = sprites.render_episode(seed=3, num_steps=200, **world)
+  sprite = world.get("sprite", 12)
+  colour = _sprite_colour(ep.frames)
+  moves = np.diff(_sprite_corner(ep.frames, colour), axis=0)
+  direction = np.sign(moves)
+  expected = sprites._MOVES[ep.actions[:-1]]
+  np.testing.assert_array_equal(direction, expected)  # stay -> no move; a move is never blocked
+  assert np.abs(moves).max() <= world.get("speed", 6) and sprite > 0
+
+
+def test_sprites_wall_moves_can_be_blocked_and_bad_worlds_are_refused():
+  ep = sprites.render_episode(seed=3, num_steps=400, wall_moves=True)
+  colour = _sprite_colour(ep.frames)
+  still = np.all(np.diff(_sprite_corner(ep.frames, colour), axis=0) == 0, axis=1)
+  assert np.any(still & (ep.actions[:-1] != 0))  # a move into a wall looks like "stay"
+  with pytest.raises(ValueError, match="sprite"):
+    sprites.render_episode(seed=0, num_steps=2, sprite=64)
+  with pytest.raises(ValueError, match="background"):
+    sprites.render_episode(seed=0, num_steps=2, background="plaid")
 
 
 def _windows(ds, n):

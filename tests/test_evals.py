@@ -123,6 +123,15 @@ class SlidingSquareWorld:
       return np.repeat(prompt[:, :1], actions.shape[1], axis=1)
     return self.render(self.move(start, actions))
 
+  def next_frame_predictions(self, frames, actions):  # one step from each true frame
+    if not self.obeys:
+      predicted = frames[:, :-1]
+    else:
+      positions = self.position(frames[:, :-1])
+      steps = np.array([0, -3, 3])[actions]
+      predicted = self.render(np.clip(positions + steps, 0, self.size - 4))
+    return predicted.reshape(*predicted.shape[:2], -1)
+
   def encode(self, frames):
     return frames
 
@@ -149,6 +158,14 @@ def test_delta_psnr_is_zero_when_actions_are_ignored_and_positive_when_obeyed():
       assert metrics["real_actions"]["best_mapping_accuracy"] == 1.0
     else:
       assert delta["mean"] == pytest.approx(0.0, abs=1e-9) and delta["ci95"] == pytest.approx(0.0, abs=1e-9)
+    tokens = metrics["next_frame_tokens"]
+    assert 0 < tokens["changed_fraction"] < 0.1  # only the square's edges change
+    if obeys:  # exact with the true actions, and wrong where random actions differ
+      assert tokens["lam_accuracy"] == 1.0 and tokens["lam_accuracy_changed"] == 1.0
+      assert tokens["random_accuracy_changed"] < 0.9
+    else:  # the copy model: the same with any action, and nothing right where things change
+      assert tokens["lam_accuracy"] == tokens["random_accuracy"] == tokens["copy_accuracy"]
+      assert tokens["lam_accuracy_changed"] == 0.0
 
 
 def test_evaluate_command_writes_metrics_and_plots(tiny_world, tmp_path):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from experiments import coinrun, platformers, tiny
+from experiments import coinrun, platformers, sprites, tiny
 from genie_jax import params as param_counts
 from genie_jax.models import build, dynamics, patching, quantizer
 from genie_jax.models import attention
@@ -177,6 +177,48 @@ def test_lam_action_depends_only_on_its_two_frames_and_past():
   assert not np.allclose(latents[:, 3], out.latents[:, 3])
 
 
+def test_fsq_codes_round_trip_and_use_every_level():
+  from genie_jax.models.fsq import FiniteScalarQuantizer
+  q = FiniteScalarQuantizer(levels=(8, 5, 3))
+  assert q.num_codes == 120
+  z = 4.0 * jax.random.normal(jax.random.key(0), (20000, 3))
+  out = q(z)
+  assert len(np.unique(out.indices)) == 120  # every level combination is reachable
+  np.testing.assert_array_equal(q.lookup(out.indices), out.quantized)  # index <-> code
+  # each channel takes exactly L evenly spaced values in [-1, 1]
+  for channel, levels in enumerate((8, 5, 3)):
+    values = np.unique(np.asarray(out.quantized[:, channel]))
+    assert len(values) == levels and values.min() >= -1 and values.max() <= 1
+    np.testing.assert_allclose(np.diff(values), values[1] - values[0], rtol=1e-6)
+  # straight-through: the gradient is that of the bounding (tanh), not of the rounding (0)
+  grad = jax.grad(lambda v: jnp.sum(q(v).quantized))(jnp.zeros((1, 3)))
+  assert np.all(np.asarray(grad) > 0)
+  with pytest.raises(ValueError, match="product of the levels"):
+    quantizer.make_quantizer(kind="fsq", num_codes=100, latent_dim=3, fsq_levels=(8, 5, 3),
+                             rngs=nnx.Rngs(0))
+
+
+def test_lam_reading_change_gives_no_change_the_zero_latent():
+  cfg = sprites.get_config("lam_dynamics")
+  assert cfg.lam.encoder_input == "change"
+  lam = build.make_lam(cfg, nnx.Rngs(0))
+  still = jnp.broadcast_to(jax.random.uniform(jax.random.key(0), (1, 1, 64, 64, 3)), (2, 5, 64, 64, 3))
+  moving = jax.random.uniform(jax.random.key(1), (2, 5, 64, 64, 3))
+  # a clip in which nothing changes is "standing still" whatever it shows
+  np.testing.assert_allclose(lam(still).latents, 0.0, atol=1e-5)
+  assert float(jnp.abs(lam(moving).latents).max()) > 1e-3
+  # causal as before: changing frames 4.. leaves a_0..a_2 alone
+  out, later = lam(moving), lam(moving.at[:, 4:].set(0.0))
+  np.testing.assert_allclose(later.latents[:, :3], out.latents[:, :3], atol=1e-5)
+
+
+def test_lam_predicting_the_change_starts_from_the_previous_frame():
+  cfg = sprites.get_config("lam_dynamics")
+  lam = build.make_lam(cfg, nnx.Rngs(0))  # its zero output layer says "no change"
+  video = jax.random.uniform(jax.random.key(0), (2, 4, 64, 64, 3))
+  np.testing.assert_allclose(lam(video).prediction, video[:, :-1], atol=1e-6)  # copying is free
+
+
 @pytest.mark.parametrize("height,width,patch", [(64, 64, 4), (90, 160, 4), (90, 160, 16)])
 def test_patchify_round_trip(height, width, patch):
   video = jax.random.uniform(jax.random.key(0), (1, 2, height, width, 3))
@@ -207,7 +249,7 @@ def test_every_parameter_has_logical_axis_names():
       assert names is not None and len(names) == len(var.get_value().shape), path
 
 
-@pytest.mark.parametrize("module", [tiny, coinrun, platformers], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("module", [tiny, coinrun, platformers, sprites], ids=lambda m: m.__name__)
 def test_every_config_variant_builds(module):
   """Each file.py:variant names shapes the models accept (built abstractly, no memory)."""
   for variant in module.VARIANTS:

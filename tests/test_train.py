@@ -5,11 +5,13 @@ import os
 import shutil
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from experiments import tiny
-from genie_jax.train import checkpoints, trainer
+from flax import nnx
+from genie_jax.train import checkpoints, losses, trainer
 
 
 def _config(data_dir, phase="tokenizer", name="sprites", **train):
@@ -121,3 +123,43 @@ def test_a_workdir_from_before_the_stacked_layout_is_refused_by_name(tmp_path):
     assert f.read() == written  # and its config.json is left as it was
   with pytest.raises(FileNotFoundError, match="has no config.json"):
     checkpoints.read_config(str(tmp_path / "missing"))
+
+
+def test_one_frame_masking_masks_one_whole_past_frame_per_sample():
+  tokens = jnp.zeros((64, 6, 16), jnp.int32)
+  mask = np.asarray(losses.mask_tokens(jax.random.key(0), tokens, rate_min=0.5, rate_max=1.0,
+                                       scheme="one_frame"))
+  masked_frames = mask.any(axis=2)
+  assert not masked_frames[:, 0].any()  # the prompt frame is never masked
+  assert (masked_frames.sum(axis=1) == 1).all()  # one target frame, the rest whole
+  assert set(np.argmax(masked_frames, axis=1)) == set(range(1, 6))  # any of frames 1..T-1
+  rate = mask.sum(axis=(1, 2)) / 16
+  assert rate.min() >= 0.1 and rate.mean() == pytest.approx(0.75, abs=0.1)
+  every = np.asarray(losses.mask_tokens(jax.random.key(0), tokens, rate_min=0.5, rate_max=1.0))
+  assert every[:, 1:].any(axis=2).mean() > 0.9  # the paper's scheme masks every frame
+  with pytest.raises(ValueError, match="mask scheme"):
+    losses.mask_tokens(jax.random.key(0), tokens, rate_min=0.5, rate_max=1.0, scheme="half")
+
+
+def test_true_action_control_feeds_the_dynamics_the_dataset_actions(sprites_dir):
+  """With dynamics_actions="true" the dynamics loss depends on batch["actions"] (and with
+  "lam" it does not): the switch that separates the dynamics model's faults from the LAM's."""
+  from experiments import sprites
+  from genie_jax.models import build as build_lib
+  c = sprites.get_config("lam_dynamics")
+  c.data.window = 4
+  model = build_lib.make_trainable(c, nnx.Rngs(0))
+  tok = build_lib.make_tokenizer(c, nnx.Rngs(1))
+  frames = jax.random.randint(jax.random.key(0), (2, 4, 64, 64, 3), 0, 255).astype(jnp.uint8)
+  batch = lambda acts: {"frames": frames, "actions": jnp.asarray(acts, jnp.int32)}
+  kw = dict(tokenizer=tok, lam_weight=1.0, rate_min=0.5, rate_max=1.0, mask_scheme="one_frame")
+  ce = {}
+  for source in ("true", "lam"):
+    for name, acts in (("a", [[1, 2, 3, 0]] * 2), ("b", [[4, 4, 1, 0]] * 2)):
+      _, (metrics, _) = losses.lam_dynamics_loss(model, batch(acts), jax.random.key(3),
+                                                 dynamics_actions=source, **kw)
+      ce[source, name] = float(metrics["dynamics_ce"])
+  assert ce["true", "a"] != ce["true", "b"]
+  assert ce["lam", "a"] == ce["lam", "b"]
+  with pytest.raises(ValueError, match="dynamics_actions"):
+    losses.lam_dynamics_loss(model, batch([[0] * 4] * 2), jax.random.key(3), dynamics_actions="oracle", **kw)

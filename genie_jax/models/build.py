@@ -43,7 +43,7 @@ def make_lam(config, rngs: nnx.Rngs) -> LatentActionModel:
       num_heads=l.num_heads, num_actions=l.num_actions, latent_dim=l.latent_dim,
       # .get: workdirs written before these switches existed used the paper's choices
       quantizer=l.get("quantizer", "vq"), predict_delta=l.get("predict_delta", False),
-      encode_change=l.get("encode_change", False), rngs=rngs,
+      encoder_input=l.get("encoder_input", "frames"), rngs=rngs,
       dtype=compute_dtype(config), remat=config.remat,
       scan_layers=config.scan_layers, attention=attention(config))
 

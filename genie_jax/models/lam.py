@@ -14,6 +14,13 @@ of the loss when little moves (the sprite world: 97% of pixels); the action's sh
 the loss is then too small to pull the encoder off a single code. Predicting the change,
 copying is free and the action is all that is left to learn (README, "Why the LAM
 collapsed").
+
+`encoder_input` (what the encoder reads; the paper: "frames"): "change" gives it x_t+1 -
+x_t instead of x_t+1 (frame 0: zeros), "frames_and_change" both. Reading whole frames,
+the action latent of a fresh model is almost the same vector for every clip (mean
+pairwise cosine 0.90 on sprite clips): it is carried by the slot's own embedding, the
+time position and the background, and the VQ sends every clip to one code. Reading the
+change, what differs between latents is the motion itself.
 """
 from __future__ import annotations
 
@@ -29,6 +36,9 @@ from genie_jax.models.quantizer import make_quantizer
 from genie_jax.models.st_transformer import STTransformer
 
 
+ENCODER_INPUTS = ("frames", "frames_and_change", "change")
+
+
 class LAMOutput(NamedTuple):
   prediction: jax.Array  # float [B, T-1, H, W, 3]: predicted x_2..x_T
   actions: jax.Array     # int32 [B, T-1]: a_t for transitions x_t -> x_t+1
@@ -40,7 +50,7 @@ class LatentActionModel(nnx.Module):
   def __init__(self, *, height: int, width: int, patch: int, max_frames: int, dim: int,
                enc_layers: int, dec_layers: int, num_heads: int, num_actions: int,
                latent_dim: int, rngs: nnx.Rngs, quantizer: str = "vq", predict_delta: bool = False,
-               encode_change: bool = False,
+               encoder_input: str = "frames",
                dtype=jnp.float32, param_dtype=jnp.float32, remat: str = "none",
                scan_layers: bool = True, attention: str = "auto"):
     self.height, self.width, self.patch = height, width, patch
@@ -48,8 +58,10 @@ class LatentActionModel(nnx.Module):
     tokens = grid[0] * grid[1]
     pixels = patch * patch * 3
     kw = dict(rngs=rngs, param_dtype=param_dtype)
-    self.encode_change = encode_change
-    enc_in = 2 * pixels if encode_change else pixels
+    if encoder_input not in ENCODER_INPUTS:
+      raise ValueError(f"unknown LAM encoder_input {encoder_input!r}; choose from {ENCODER_INPUTS}")
+    self.encoder_input = encoder_input
+    enc_in = 2 * pixels if encoder_input == "frames_and_change" else pixels
     self.enc_patch = Dense(enc_in, dim, names=("patch", "embed"), dtype=dtype, **kw)
     self.action_slot = param(rngs, nnx.initializers.normal(0.02), (dim,), ("embed",), param_dtype)
     self.enc_pos = PositionalEmbedding(max_frames, tokens + 1, dim, **kw)
@@ -65,7 +77,8 @@ class LatentActionModel(nnx.Module):
     self.dec_pos = PositionalEmbedding(max_frames, tokens, dim, **kw)
     self.decoder = STTransformer(dim=dim, num_layers=dec_layers, num_heads=num_heads, dtype=dtype,
                                  remat=remat, scan_layers=scan_layers, attention=attention, **kw)
-    self.patch_out = Dense(dim, pixels, names=("embed", "patch"), dtype=dtype, **kw)
+    # predicting the change, a zero output layer starts the decoder at "copy x_t"
+    self.patch_out = Dense(dim, pixels, names=("embed", "patch"), dtype=dtype, zero_init=predict_delta, **kw)
     self.predict_delta = predict_delta
     self.dtype = dtype
 
@@ -79,15 +92,25 @@ class LatentActionModel(nnx.Module):
     return patching.patchify(patching.to_unit_float(video), self.patch)
 
   def _encode(self, patches: jax.Array):
-    b, t = patches.shape[:2]
-    if self.encode_change:  # each frame's patches beside their change since the frame before
+    if self.encoder_input != "frames":  # frame t's change since frame t-1 (none for frame 0)
       change = jnp.concatenate([jnp.zeros_like(patches[:, :1]), patches[:, 1:] - patches[:, :-1]], axis=1)
-      patches = jnp.concatenate([patches, change], axis=-1)
+      patches = change if self.encoder_input == "change" else jnp.concatenate([patches, change], axis=-1)
+    latent = self._slot_latents(patches)
+    if self.encoder_input == "change":
+      # measured from standing still: the latent of a clip in which nothing changes (the same
+      # for every clip) is subtracted, so what the slot's embedding, the time positions and
+      # the biases put into every latent cancels, and "no change" is exactly 0
+      latent = latent - self._slot_latents(jnp.zeros_like(patches[:1]))
+    return self.quantizer(latent)
+
+  def _slot_latents(self, patches: jax.Array) -> jax.Array:
+    """patches [B, T, S, P] -> pre-quantization latents [B, T-1, C] of the slot at frames 1.."""
+    b, t = patches.shape[:2]
     x = self.enc_patch(patches)
     slot = jnp.broadcast_to(self.action_slot[...].astype(x.dtype), (b, t, 1, x.shape[-1]))
     x = self.encoder(self.enc_pos(jnp.concatenate([x, slot], axis=2)))
     # slot output at frame t+1 (sees x_<=t+1) -> a_t
-    return self.quantizer(self.to_latent(x[:, 1:, -1]))
+    return self.to_latent(x[:, 1:, -1])
 
   def __call__(self, video: jax.Array) -> LAMOutput:
     """video [B, T, H, W, 3] -> predictions of x_2..x_T from x_<=t and a_t."""
