@@ -17,8 +17,10 @@ workdir: they warn and use the newest step that reads.
 """
 from __future__ import annotations
 
+import gc
 import os
 import sys
+import warnings
 
 import jax
 import numpy as np
@@ -45,6 +47,35 @@ def failure_reason(error: BaseException, limit: int = 400) -> str:
   return text if len(text) <= limit else text[:limit] + " ..."
 
 
+_ORBAX_READ_COROUTINE = "_read_array_index_and_device_put"
+
+
+def _silence_abandoned_reads() -> None:
+  """Orbax reads each array in a coroutine. When one read fails, the others are dropped,
+  and later, whenever they are garbage-collected or their TensorStore callbacks find the
+  event loop gone, each prints 'Exception ignored in: <coroutine ...>' with a page of
+  TensorStore spec, or 'RuntimeError: Event loop is closed': the pages a user met instead
+  of a message. The failure itself is reported once, by us, so after the first failed
+  restore this process no longer prints those two kinds of leftovers; anything else
+  still reaches the previous hook."""
+  if getattr(sys.unraisablehook, "genie_jax_quiet", False):
+    return
+  previous = sys.unraisablehook
+
+  def hook(unraisable):
+    code = getattr(unraisable.object, "cr_code", None)
+    if code is not None and "orbax" in code.co_filename:
+      return
+    if isinstance(unraisable.exc_value, RuntimeError) and str(unraisable.exc_value) == "Event loop is closed":
+      return
+    previous(unraisable)
+
+  hook.genie_jax_quiet = True
+  sys.unraisablehook = hook
+  warnings.filterwarnings("ignore", message=f"coroutine '{_ORBAX_READ_COROUTINE}' was never awaited",
+                          category=RuntimeWarning)
+
+
 def _all_processes_agree(ok: bool) -> bool:
   """On several processes a step counts as restored only if it restored everywhere
   (each process reads its own array shards, so one can fail alone)."""
@@ -64,6 +95,9 @@ def _newest_readable(ckpt, read):
       value = read(step)
     except Exception as e:  # pylint: disable=broad-except  (Orbax raises many kinds, see above)
       reason = failure_reason(e)
+      _silence_abandoned_reads()
+    if reason is not None:
+      gc.collect()  # the abandoned reads go now, while their noise is silenced
     if _all_processes_agree(reason is None):
       return step, value, failures
     failures.append((step, reason or "it failed to restore on another process"))
