@@ -46,3 +46,4 @@ def test_two_processes_train_checkpoint_restart_and_agree(sprites_dir, tmp_path)
     steps = [json.loads(line)["step"] for line in f]
   assert steps == [1, 2, 3, 4, 5, 6]
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["3", "6"]
+  assert not os.path.exists(os.path.join(workdir, "train.lock"))  # one lock (process 0's), released
