@@ -84,7 +84,8 @@ class Checkpointer:
 
 
 def load_params(workdir: str, make_module, mesh, *, rules_config=None):
-  """(graphdef, params, shardings, config, step) of the latest checkpoint in a workdir.
+  """(graphdef, params, shardings, config, step) of the newest checkpoint in a workdir
+  whose params read (newer unreadable ones are named in a warning line).
 
   Builds the module of the workdir's own config.json abstractly and restores only its
   params, sharded on `mesh` by the logical-axis rules of `rules_config` (default: the
@@ -92,8 +93,7 @@ def load_params(workdir: str, make_module, mesh, *, rules_config=None):
   recovery.UnreadableCheckpointError naming each step's path if no checkpoint reads.
   """
   from flax import nnx  # pylint: disable=g-import-not-at-top
-  from genie_jax.train import state as state_lib  # pylint: disable=g-import-not-at-top
-  from genie_jax.train import recovery  # pylint: disable=g-import-not-at-top
+  from genie_jax.train import recovery, state as state_lib  # pylint: disable=g-import-not-at-top
   config = read_config(workdir)
   ckpt = Checkpointer(workdir, async_save=False)
   try:

@@ -49,8 +49,9 @@ def drop_steps_after(path: str, step: int) -> int:
 
 
 class MetricWriter:
-  def __init__(self, workdir: str, *, start_step: int = 0):
-    """`start_step`: the step this run starts from (0, or the restored checkpoint's)."""
+  def __init__(self, workdir: str, *, start_step: int):
+    """`start_step`: the step this run starts from (0, or the restored checkpoint's);
+    required, because the logs after it are dropped."""
     self._writer = None
     self._jsonl = os.path.join(workdir, "metrics.jsonl")
     if jax.process_index() == 0:

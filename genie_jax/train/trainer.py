@@ -197,7 +197,9 @@ def _train(config, workdir: str, *, lock, progress: bool, stop_after: int | None
           batch = next(data)
         except bad_records.BadRecordError as e:
           saved = "nothing new to save"
-          if step > last_saved:
+          if jax.process_count() > 1:  # a save is collective, and the others are in the next step
+            saved = f"not saved (one of {jax.process_count()} processes); resume is from step {last_saved}"
+          elif step > last_saved:
             _check_finite(state)
             _check_lock(lock)
             ckpt.save(step, state, data, data_state=data_state)
@@ -240,10 +242,12 @@ def _train(config, workdir: str, *, lock, progress: bool, stop_after: int | None
           break
         if interrupted:
           break
-    bar.close()
-    ckpt.wait()
-    ckpt.close()
-    writer.close()
+      # still under the SIGTERM hook: a notice that arrives while the last save completes
+      # lets it complete instead of killing it part-way
+      bar.close()
+      ckpt.wait()
+      ckpt.close()
+      writer.close()
   last["step"] = int(jax.device_get(state["step"]))
   return last
 
