@@ -26,7 +26,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import time
 
@@ -44,25 +43,6 @@ def _fail(report: dict, path: str, why: str) -> None:
   with open(path, "w") as f:
     json.dump(report, f, indent=2)
   sys.exit(f"FAILED: {why}")
-
-
-def _sigterm_at_step(cmd, *, env, log_path, workdir, step, timeout_s=600.0) -> chaos.Launch:
-  """Like chaos.run, but sends SIGTERM (a preemption notice) once the run logs `step`."""
-  started = time.perf_counter()
-  with open(log_path, "w") as log:
-    proc = subprocess.Popen(cmd, env=env, cwd=chaos.REPO, stdout=log, stderr=subprocess.STDOUT)
-    sent = False
-    while proc.poll() is None and time.perf_counter() - started < timeout_s:
-      if not sent and max(chaos.logged_steps(workdir), default=0) >= step:
-        proc.send_signal(signal.SIGTERM)
-        sent = True
-      time.sleep(0.02)
-    if proc.poll() is None:
-      proc.kill()
-    proc.wait()
-  with open(log_path) as f:
-    return chaos.Launch(returncode=proc.returncode, killed=False, seconds=time.perf_counter() - started,
-                        output=f.read())
 
 
 def main() -> None:
@@ -129,7 +109,7 @@ def main() -> None:
         refusals.append(str(e))
 
     if fault == "sigterm":
-      launch = _sigterm_at_step(command(run_dir), env=env, log_path=log_path, workdir=run_dir, step=target)
+      launch = chaos.run(command(run_dir), env=env, log_path=log_path, kill_at_step=target, sig=signal.SIGTERM)
     elif fault == "kill_time":
       launch = chaos.run(command(run_dir), env=env, log_path=log_path, kill_after_s=float(rng.uniform(0.5, 9)))
     else:
@@ -149,7 +129,8 @@ def main() -> None:
         _fail(report, report_path, f"cycle {cycle}: fell back without naming step {expect_fallback}; see {log_path}")
       report["fallbacks"] += 1
       expect_fallback = None
-    if not launch.killed and launch.returncode != 0:
+    killed = launch.signalled and fault != "sigterm"
+    if not killed and launch.returncode != 0:
       _fail(report, report_path, f"cycle {cycle} ({fault}): exit {launch.returncode}; see {log_path}")
     if fault == "sigterm" and "SIGTERM: saved step" in out:
       report["sigterm_clean_exits"] += 1
@@ -157,11 +138,11 @@ def main() -> None:
       if "is in use by another genie_jax.train" not in text:
         _fail(report, report_path, f"cycle {cycle}: a second holder was not refused: {text[-500:]}")
       report["double_launches_refused"] += 1
-    if fault == "corrupt" and launch.killed and len(chaos.checkpoint_steps(run_dir)) >= 2 and expect_fallback is None:
+    if fault == "corrupt" and killed and len(chaos.checkpoint_steps(run_dir)) >= 2 and expect_fallback is None:
       expect_fallback, _ = chaos.corrupt_newest_checkpoint(run_dir)
-    print(f"cycle {cycle:4d} {fault:9s} {'killed' if launch.killed else f'exit {launch.returncode}':8s} "
+    print(f"cycle {cycle:4d} {fault:9s} {'killed' if killed else f'exit {launch.returncode}':8s} "
           f"{launch.seconds:5.1f} s  logged up to step {max(chaos.logged_steps(run_dir), default=0)}", flush=True)
-    if not launch.killed and launch.returncode == 0 and chaos.checkpoint_steps(run_dir)[-1:] == [args.steps]:
+    if not killed and launch.returncode == 0 and chaos.checkpoint_steps(run_dir)[-1:] == [args.steps]:
       finish_round()
 
   final = chaos.run(command(run_dir), env=env, log_path=os.path.join(logs, "final.log"))

@@ -1,9 +1,12 @@
 """Chaos: a tiny `python -m genie_jax.train` is SIGKILLed at random steps (a fixed seed
 chooses them), its newest checkpoint is damaged once in the middle, a second trainer is
-started on its workdir while it runs, and after every fault the same command resumes.
+started on its workdir while it runs, it gets a SIGTERM (preemption notice), and after
+every fault the same command resumes.
 The result must equal an uninterrupted run's bit for bit: every step logged once, the
 same loss at every step, the same parameters and optimizer state."""
 import os
+import re
+import signal
 
 import numpy as np
 import pytest
@@ -37,10 +40,16 @@ def test_sigkill_at_random_steps_and_a_damaged_checkpoint_resume_bitwise(sprites
     launch = chaos.run(command(run_dir), env=env, log_path=str(tmp_path / f"kill{kill}.log"),
                        kill_at_step=target, kill_delay_s=float(rng.uniform(0, 0.3)),
                        while_running=second_trainer if kill == 0 else None)
-    assert launch.killed, f"finished before step {target}:\n{launch.output[-2000:]}"
+    assert launch.signalled, f"finished before step {target}:\n{launch.output[-2000:]}"
     if corrupted is None and len(chaos.checkpoint_steps(run_dir)) >= 2:
       corrupted = chaos.corrupt_newest_checkpoint(run_dir)  # the next start must fall back
       after_corruption = kill + 1
+  target = max(chaos.logged_steps(run_dir)) + 1  # and a preemption notice: save, exit 0
+  notice = chaos.run(command(run_dir), env=env, log_path=str(tmp_path / "sigterm.log"), kill_at_step=target,
+                     sig=signal.SIGTERM)
+  saved = re.search(r"SIGTERM: saved step (\d+) to .*; rerun the same command to resume", notice.output)
+  assert notice.returncode == 0 and saved, notice.output[-2000:]
+  assert int(saved.group(1)) in chaos.checkpoint_steps(run_dir)
   final = chaos.run(command(run_dir), env=env, log_path=str(tmp_path / "final.log"))
   assert final.returncode == 0, final.output[-2000:]
 

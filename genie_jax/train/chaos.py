@@ -68,25 +68,27 @@ def loss_curve(workdir: str) -> dict[int, float]:
 
 @dataclasses.dataclass
 class Launch:
-  """One trainer process: how it ended and what it printed."""
+  """One trainer process: how it ended and what it printed. `signalled`: it was still
+  running when the signal was sent (so a SIGKILLed one ends with returncode -9)."""
   returncode: int
-  killed: bool
+  signalled: bool
   seconds: float
   output: str
 
 
 def run(cmd: list[str], *, env: dict, log_path: str, kill_at_step: int | None = None,
         kill_delay_s: float = 0.0, kill_after_s: float | None = None, while_running=None,
-        timeout_s: float = 600.0) -> Launch:
-  """Runs the trainer to its end, or SIGKILLs it `kill_delay_s` after metrics.jsonl first
-  shows step `kill_at_step`, or `kill_after_s` after it started (in start-up, restore or
-  training: wherever that falls). `while_running()` is called once, after the first
+        sig: int = signal.SIGKILL, timeout_s: float = 600.0) -> Launch:
+  """Runs the trainer to its end, or sends it `sig` (SIGKILL; SIGTERM for a preemption
+  notice) `kill_delay_s` after metrics.jsonl first shows step `kill_at_step`, or
+  `kill_after_s` after it started (in start-up, restore or training: wherever that
+  falls), then waits for it to end. `while_running()` is called once, after the first
   step this process logs, while it still runs (e.g. to try a second trainer)."""
   workdir = next(a.split("=", 1)[1] for a in cmd if a.startswith("--workdir="))
   started = time.perf_counter()
   with open(log_path, "w") as log:
     proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-    killed, before = False, max(logged_steps(workdir), default=0)
+    signalled, before = False, max(logged_steps(workdir), default=0)
     try:
       while proc.poll() is None:
         elapsed = time.perf_counter() - started
@@ -101,17 +103,18 @@ def run(cmd: list[str], *, env: dict, log_path: str, kill_at_step: int | None = 
             or (kill_after_s is not None and elapsed >= kill_after_s)):
           time.sleep(kill_delay_s if kill_after_s is None else 0.0)
           if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            killed = True
+            proc.send_signal(sig)
+            signalled = True
           break
         time.sleep(0.02)
     finally:
-      if proc.poll() is None and not killed:
+      if proc.poll() is None and not signalled:  # an error in this loop: leave nothing behind
         proc.kill()
-      proc.wait()  # reaped: a killed trainer must not linger as a zombie holding its pid
+      # reaped: a killed trainer must not linger as a zombie (a SIGTERMed one saves first)
+      proc.wait(timeout=timeout_s)
   with open(log_path) as f:
     output = f.read()
-  return Launch(returncode=proc.returncode, killed=killed, seconds=time.perf_counter() - started,
+  return Launch(returncode=proc.returncode, signalled=signalled, seconds=time.perf_counter() - started,
                 output=output)
 
 
