@@ -73,7 +73,7 @@ def main() -> None:
   reference = chaos.run(command(ref_dir), env=env, log_path=os.path.join(logs, "reference.log"))
   report = {"command": " ".join(sys.argv), "cycles": args.cycles, "seed": args.seed, "steps": args.steps,
             "ckpt_every": args.ckpt_every, "reference_seconds": round(reference.seconds, 1),
-            "faults": collections.Counter(), "fallbacks": 0, "lock_takeovers": 0,
+            "faults": collections.Counter(), "checkpoints_damaged": 0, "fallbacks": 0, "lock_takeovers": 0,
             "double_launches_refused": 0, "sigterm_clean_exits": 0, "rounds_verified": 0,
             "launches": 1, "launch_seconds": []}
   if reference.returncode != 0:
@@ -86,6 +86,8 @@ def main() -> None:
 
   def finish_round() -> None:
     nonlocal round_index, run_dir
+    if expect_fallback is not None:
+      _fail(report, report_path, f"round {round_index}: damaged step {expect_fallback} was never fallen back from")
     problems = chaos.differences(ref_dir, run_dir, args.steps)
     if problems:
       _fail(report, report_path, f"round {round_index} differs from the reference: {problems}")
@@ -140,6 +142,7 @@ def main() -> None:
       report["double_launches_refused"] += 1
     if fault == "corrupt" and killed and len(chaos.checkpoint_steps(run_dir)) >= 2 and expect_fallback is None:
       expect_fallback, _ = chaos.corrupt_newest_checkpoint(run_dir)
+      report["checkpoints_damaged"] += 1
     print(f"cycle {cycle:4d} {fault:9s} {'killed' if killed else f'exit {launch.returncode}':8s} "
           f"{launch.seconds:5.1f} s  logged up to step {max(chaos.logged_steps(run_dir), default=0)}", flush=True)
     if not killed and launch.returncode == 0 and chaos.checkpoint_steps(run_dir)[-1:] == [args.steps]:
@@ -151,6 +154,7 @@ def main() -> None:
     _fail(report, report_path, f"the final resume failed; see {logs}/final.log")
   if expect_fallback is not None and expect_fallback not in chaos.checkpoint_steps(run_dir):
     report["fallbacks"] += 1
+    expect_fallback = None
   finish_round()
   seconds = report.pop("launch_seconds")
   report.update(faults=dict(report["faults"]), mean_launch_seconds=round(float(np.mean(seconds)), 1),
