@@ -105,12 +105,9 @@ def _newest_readable(ckpt, read):
   return None, None, failures
 
 
-def _none_readable(ckpt, failures) -> UnreadableCheckpointError:
+def _none_readable(ckpt, failures, advice: str) -> UnreadableCheckpointError:
   listing = "\n  ".join(f"step {s} ({ckpt.step_path(s)}): {why}" for s, why in failures)
-  return UnreadableCheckpointError(
-      f"no checkpoint in {ckpt.directory} can be read:\n  {listing}\nIf the config changed since "
-      "they were written, run with the original one. If they are damaged, move the folder aside "
-      f"(mv {ckpt.directory} {ckpt.directory}.bad) to start again from step 0.")
+  return UnreadableCheckpointError(f"no checkpoint in {ckpt.directory} can be read:\n  {listing}\n{advice}")
 
 
 def move_aside(ckpt, step: int) -> str:
@@ -138,7 +135,10 @@ def restore_for_training(ckpt, abstract_state, data_iterator):
     return None
   step, state, failures = _newest_readable(ckpt, lambda s: ckpt.restore(s, abstract_state, data_iterator))
   if step is None:
-    raise _none_readable(ckpt, failures)
+    raise _none_readable(ckpt, failures, (
+        "If the config changed since they were written, run with the original one. If they are "
+        f"damaged, move the folder aside (mv {ckpt.directory} {ckpt.directory}.bad) to start again "
+        "from step 0."))
   if failures:
     moved = [move_aside(ckpt, s) for s, _ in failures]
     ckpt.reload()
@@ -152,7 +152,9 @@ def restore_params_for_reading(ckpt, abstract_params):
   raises UnreadableCheckpointError naming every step's path if none reads."""
   step, params, failures = _newest_readable(ckpt, lambda s: ckpt.restore_params(s, abstract_params))
   if step is None:
-    raise _none_readable(ckpt, failures)
+    raise _none_readable(ckpt, failures, (
+        "They may be damaged, or written by a version of genie_jax whose model differs. Resume "
+        "training in that workdir from a good copy, or point to another workdir."))
   if failures:
     _warn(f"using step {step} of {ckpt.directory}, the newest checkpoint that reads (step(s) "
           f"{', '.join(str(s) for s, _ in failures)} cannot be; training there again moves them "
