@@ -120,9 +120,16 @@ def config_path(workdir: str) -> str:
 
 
 def write_config(workdir: str, config) -> None:
+  """Atomically (temporary file, then rename): the other processes of a multi-host run
+  read config.json while process 0 writes it, and a kill mid-write must not leave a
+  truncated file that no later start can read."""
   os.makedirs(workdir, exist_ok=True)
-  with open(config_path(workdir), "w") as f:
+  tmp = f"{config_path(workdir)}.tmp{os.getpid()}"
+  with open(tmp, "w") as f:
     f.write(config.to_json_best_effort(indent=2))
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, config_path(workdir))
 
 
 def read_config(workdir: str) -> ml_collections.ConfigDict:
