@@ -58,7 +58,7 @@ def test_sigkill_at_random_steps_and_a_damaged_checkpoint_resume_bitwise(sprites
     assert "took over the lock left by a dead run" in f.read()
   assert corrupted is not None, "no kill left two checkpoints to fall back between"
   step, _ = corrupted
-  with open(tmp_path / (f"kill{after_corruption}.log" if after_corruption < 3 else "final.log")) as f:
+  with open(tmp_path / (f"kill{after_corruption}.log" if after_corruption < 3 else "sigterm.log")) as f:
     resumed = f.read()
   # named by step and path, with the cause, in the start that met it; and moved aside
   assert f"checkpoint step {step} cannot be read ({os.path.join(run_dir, 'checkpoints', str(step))})" in resumed
