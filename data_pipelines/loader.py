@@ -8,6 +8,8 @@ never spans two episodes. Processes take disjoint records (`ds[i::n]`) before sh
 so two processes never see the same window in the same step. Frames stay uint8 until
 they are on the device. Everything is seeded: the same seed gives the same batches, and
 `get_state` / `set_state` resume exactly (the trainer stores that state with Orbax).
+Every record is checked as it is read (data_pipelines/bad_records.py): a bad one stops
+the run naming its file, or is skipped and counted when `data.on_bad_record="skip"`.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
-from data_pipelines import records
+from data_pipelines import bad_records, records
 from genie_jax import parallel
 
 
@@ -47,10 +49,19 @@ class WindowSampler:
 
 def host_dataset(*, data_dir: str, name: str, split: str, local_batch_size: int, window: int,
                  stride: int = 1, seed: int = 0, process_index: int = 0, process_count: int = 1,
-                 shuffle: bool = True, num_epochs: int | None = None) -> tuple[grain.MapDataset, dict]:
+                 shuffle: bool = True, num_epochs: int | None = None, on_bad_record: str = "stop",
+                 bad_record_counter: bad_records.BadRecordCounter | None = None,
+                 ) -> tuple[grain.MapDataset, dict]:
   """This process's batches of numpy windows: one window per record per epoch, for
-  `num_epochs` epochs (None: forever, for training; 1: each record once, for evaluation)."""
+  `num_epochs` epochs (None: forever, for training; 1: each record once, for evaluation).
+  A record that cannot be decoded stops iteration with BadRecordError naming its file, or
+  with on_bad_record="skip" is replaced and counted in `bad_record_counter`."""
   source, metadata = records.open_split(data_dir, name, split)
+  height, width = metadata["resolution"]
+  source = bad_records.CheckedSource(
+      source, name=f"dataset {name!r} split {split!r}", height=height, width=width,
+      min_frames=metadata["min_frames"], on_bad_record=on_bad_record, stride=process_count,
+      counter=bad_record_counter)
   sampler = WindowSampler(window=window, stride=stride)
   if sampler.span > metadata["min_frames"]:
     raise ValueError(
@@ -73,8 +84,10 @@ class DeviceIterator:
   """
 
   def __init__(self, dataset: grain.MapDataset, mesh: Mesh, rules, metadata: dict,
-               num_threads: int = 2, prefetch: int = 4):
+               num_threads: int = 2, prefetch: int = 4,
+               bad_record_counter: bad_records.BadRecordCounter | None = None):
     self.metadata = metadata
+    self.bad_record_counter = bad_record_counter or bad_records.BadRecordCounter()
     self._mesh, self._rules = mesh, rules
     self.grain_iterator = dataset.to_iter_dataset(
         grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch)).__iter__()
@@ -106,9 +119,13 @@ def make_iterator(data_config, *, mesh: Mesh, rules, global_batch_size: int, see
   if global_batch_size % jax.process_count():
     raise ValueError(f"global batch {global_batch_size} does not divide over "
                      f"{jax.process_count()} processes")
+  counter = bad_records.BadRecordCounter()
   dataset, metadata = host_dataset(
       data_dir=data_config.data_dir, name=data_config.name, split=split or data_config.split,
       local_batch_size=global_batch_size // jax.process_count(), window=data_config.window,
       stride=data_config.stride, seed=seed, process_index=jax.process_index(),
-      process_count=jax.process_count(), shuffle=shuffle, num_epochs=num_epochs)
-  return DeviceIterator(dataset, mesh, rules, metadata, num_threads=data_config.get("num_threads", 2))
+      process_count=jax.process_count(), shuffle=shuffle, num_epochs=num_epochs,
+      # configs written before the switch existed have no field: they stopped, as "stop" does
+      on_bad_record=data_config.get("on_bad_record", "stop"), bad_record_counter=counter)
+  return DeviceIterator(dataset, mesh, rules, metadata, num_threads=data_config.get("num_threads", 2),
+                        bad_record_counter=counter)

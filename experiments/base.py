@@ -21,7 +21,8 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.data = ml_collections.ConfigDict(dict(
       name="coinrun", data_dir="data", split="train", eval_split="validation",
-      window=16, stride=1, num_threads=2, height=64, width=64))
+      window=16, stride=1, num_threads=2, height=64, width=64,
+      on_bad_record="stop"))       # a record that cannot be decoded: stop (naming it) | skip (counted)
 
   c.tokenizer = ml_collections.ConfigDict(dict(
       patch=4, enc_dim=512, enc_blocks=4, enc_heads=8, dec_dim=512, dec_blocks=4, dec_heads=8,

@@ -45,3 +45,20 @@ def tiny_world(sprites_dir, tmp_path_factory):
     c.sampling.steps = 4
     trainer.train(c, workdir, progress=False)
   return dirs
+
+
+@pytest.fixture(scope="session")
+def bad_record_sprites_dir(sprites_dir, tmp_path_factory):
+  """`sprites_dir` copied, with 64 bytes inverted inside one record of the train shard
+  (rot on disk: that record's checksum fails, its neighbours still read)."""
+  import glob
+  import shutil
+  data_dir = str(tmp_path_factory.mktemp("bad_record_data"))
+  shutil.copytree(sprites_dir, data_dir, dirs_exist_ok=True)
+  (shard,) = glob.glob(f"{data_dir}/sprites/*/sprites-train.array_record-*")
+  with open(shard, "r+b") as f:
+    f.seek(100_000)  # inside a record's chunk, far from the file's footer
+    block = f.read(64)
+    f.seek(100_000)
+    f.write(bytes(b ^ 0xFF for b in block))
+  return data_dir

@@ -1,4 +1,6 @@
 """Datasets and the Grain loader: layout, alignment, episode boundaries, resume, sharding."""
+import os
+
 import numpy as np
 import pytest
 
@@ -201,3 +203,52 @@ def test_split_larger_than_the_shuffle_buffer_is_written_without_tensorflow(tmp_
   assert len(got) == 6
   for episode_id, frames in got:
     assert frames == sprites.render_episode(seed=episode_id, num_steps=20).frames.tobytes()
+
+
+def test_a_bad_record_stops_naming_its_file_or_is_skipped_and_counted(bad_record_sprites_dir, capsys):
+  from data_pipelines import bad_records
+  kwargs = dict(data_dir=bad_record_sprites_dir, name="sprites", split="train", local_batch_size=4, window=8,
+                shuffle=False, num_epochs=1)
+  ds, _ = loader.host_dataset(**kwargs)
+  with pytest.raises(bad_records.BadRecordError,
+                     match=r"record \d+ of .*/sprites-train\.array_record-00000-of-00001 \(index \d+ of the split\): "
+                           r"it cannot be decoded: RuntimeError: Corrupted Riegeli"):
+    list(ds)
+  counter = bad_records.BadRecordCounter()
+  ds, _ = loader.host_dataset(**kwargs, on_bad_record="skip", bad_record_counter=counter)
+  assert len(list(ds)) == len(ds) and counter.skipped == 1 and len(counter.distinct) == 1  # batches stay full
+  assert "warning: skipping bad record in dataset 'sprites' split 'train': record" in capsys.readouterr().err
+
+
+def test_a_record_of_the_wrong_shape_is_named_or_replaced_by_the_next():
+  from data_pipelines import bad_records
+  good = lambda i: {"frames": np.full((16, 8, 8, 3), i, np.uint8), "actions": np.zeros(16, np.int32),
+                    "episode_id": i, "start_frame": 0}
+  source = [good(0), {**good(1), "frames": np.zeros((16, 4, 8, 3), np.uint8)}, good(2)]
+  layout = dict(name="dataset 'x' split 'train'", height=8, width=8, min_frames=16)
+  checked = bad_records.CheckedSource(source, **layout)
+  assert checked[0]["episode_id"] == 0
+  with pytest.raises(bad_records.BadRecordError, match=r"'train': record 1: frames are uint8 \[16, 4, 8, 3\], "
+                                                      r"expected uint8 \[N, 8, 8, 3\]"):
+    checked[1]
+  skipping = bad_records.CheckedSource(source, **layout, on_bad_record="skip")
+  assert skipping[1]["episode_id"] == 2 and skipping.counter.skipped == 1
+  with pytest.raises(ValueError, match="on_bad_record must be one of"):
+    bad_records.CheckedSource(source, **layout, on_bad_record="ignore")
+
+
+def test_a_truncated_shard_is_named(sprites_dir, tmp_path):
+  import glob
+  import shutil
+  from data_pipelines import bad_records
+  shutil.copytree(sprites_dir, str(tmp_path), dirs_exist_ok=True)
+  (shard,) = glob.glob(f"{tmp_path}/sprites/*/sprites-train.array_record-*")
+  os.truncate(shard, os.path.getsize(shard) * 2 // 3)  # a copy that ran out of disk: no footer
+  ds, _ = loader.host_dataset(data_dir=str(tmp_path), name="sprites", split="train", local_batch_size=4,
+                              window=8, num_epochs=1)
+  with pytest.raises(bad_records.BadRecordError, match=f"of {shard} .*Failed to read RiegeliPostscript"):
+    next(iter(ds))
+  ds, _ = loader.host_dataset(data_dir=str(tmp_path), name="sprites", split="train", local_batch_size=4,
+                              window=8, num_epochs=1, on_bad_record="skip")
+  with pytest.raises(bad_records.BadRecordError, match="no readable record found"):  # nothing left to train on
+    next(iter(ds))

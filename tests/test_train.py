@@ -2,6 +2,7 @@
 recovery from a killed save, NaN detection, and phase 2's tokenizer check."""
 import json
 import os
+import re
 import shutil
 
 import jax
@@ -163,3 +164,53 @@ def test_true_action_control_feeds_the_dynamics_the_dataset_actions(sprites_dir)
   assert ce["lam", "a"] == ce["lam", "b"]
   with pytest.raises(ValueError, match="dynamics_actions"):
     losses.lam_dynamics_loss(model, batch([[0] * 4] * 2), jax.random.key(3), dynamics_actions="oracle", **kw)
+
+
+def test_a_bad_record_stops_after_a_checkpoint_or_is_skipped_and_logged(bad_record_sprites_dir, tmp_path):
+  from data_pipelines import bad_records
+  c = _config(bad_record_sprites_dir, steps=6, ckpt_every=100)
+  c.mesh.update(data=1, num_devices=1)  # compiles faster; the mesh is not what this tests
+  workdir = str(tmp_path / "w")
+  with pytest.raises(bad_records.BadRecordError, match=r"record \d+ of .*sprites-train") as e:
+    trainer.train(c, workdir, progress=False)
+  saved = int(re.search(r"saved step (\d+) to", str(e.value)).group(1))  # where the bad batch begins
+  assert saved >= 1 and checkpoints.Checkpointer(workdir).latest_step() == saved
+  c.data.on_bad_record = "skip"  # the same command with the switch resumes from that checkpoint
+  metrics = trainer.train(c, workdir, progress=False)
+  assert metrics["step"] == 6 and metrics["data_bad_records_skipped"] >= 1
+  assert list(_curve(workdir)) == list(range(1, 7))
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:  # the count is in the logs
+    assert json.loads(f.readlines()[-1])["data_bad_records_skipped"] == metrics["data_bad_records_skipped"]
+
+
+def test_a_resume_keeps_each_logged_step_once(tmp_path):
+  """metrics.jsonl loses the killed run's steps after the resume step (and its cut-off
+  line); TensorBoard gets a new event file that purges them from step + 1."""
+  from tensorboardX.proto import event_pb2
+  from genie_jax.train import logging
+  workdir = str(tmp_path)
+  first = logging.MetricWriter(workdir, start_step=0)
+  for s in range(1, 11):
+    first.scalars(s, {"loss": float(s)})
+  first.close()
+  with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
+    f.write('{"step": 11, "lo')  # the kill cut this write short
+  second = logging.MetricWriter(workdir, start_step=6)  # resumed from checkpoint 6
+  second.scalars(7, {"loss": 70.0})
+  second.close()
+  assert _curve(workdir) == {**{s: float(s) for s in range(1, 7)}, 7: 70.0}
+
+  def events(path):  # TFRecord framing: length (8), its crc (4), the event, its crc (4)
+    data, out, i = open(path, "rb").read(), [], 0
+    while i < len(data):
+      n = int.from_bytes(data[i:i + 8], "little")
+      out.append(event_pb2.Event.FromString(data[i + 12:i + 12 + n]))
+      i += 16 + n
+    return out
+  tb = os.path.join(workdir, "tensorboard")
+  files = sorted(os.listdir(tb), key=lambda name: name.endswith(".from6"))
+  assert len(files) == 2 and files[1].endswith(".from6")  # a fresh file, the old one kept
+  new = events(os.path.join(tb, files[1]))
+  starts = [e.step for e in new if e.HasField("session_log") and e.session_log.status == event_pb2.SessionLog.START]
+  assert starts == [7]  # TensorBoard drops the older files' events from step 7 on
+  assert [(e.step, e.summary.value[0].simple_value) for e in new if e.HasField("summary")] == [(7, 70.0)]

@@ -18,9 +18,21 @@ import orbax.checkpoint as ocp
 from genie_jax.models import build
 
 
+class _IteratorStateAt:
+  """What Grain's checkpoint handler saves, for an iterator state taken earlier: the
+  handler calls `get_state()` and, for objects that are not Grain iterators, decodes bytes."""
+
+  def __init__(self, state: dict):
+    self._state = state
+
+  def get_state(self) -> bytes:
+    return json.dumps(self._state, indent=4).encode()
+
+
 class Checkpointer:
   def __init__(self, workdir: str, *, keep: int = 3, keep_period: int = 0, async_save: bool = True):
-    self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+    self.workdir = os.path.abspath(workdir)
+    self.directory = os.path.join(self.workdir, "checkpoints")
     self.manager = ocp.CheckpointManager(
         self.directory, item_names=("state", "data_iter"),
         options=ocp.CheckpointManagerOptions(
@@ -30,13 +42,26 @@ class Checkpointer:
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
 
-  def save(self, step: int, state, data_iterator) -> None:
+  def all_steps(self) -> list[int]:
+    """Complete (renamed) checkpoints, oldest first."""
+    return sorted(self.manager.all_steps())
+
+  def step_path(self, step: int) -> str:
+    return os.path.join(self.directory, str(step))
+
+  def reload(self) -> None:
+    """Re-reads the list of steps from disk (after one was moved aside)."""
+    self.manager.reload()
+
+  def save(self, step: int, state, data_iterator, *, data_state: dict | None = None) -> None:
+    """Saves `state` and the iterator's position; `data_state` (from `get_state()`) saves
+    an earlier position instead, e.g. the batch a bad record stopped."""
     # imported here: only training saves a data iterator, and loading a model for
     # inference (Genie.load) must not need the data loader installed
     import grain  # pylint: disable=g-import-not-at-top
+    item = data_iterator.grain_iterator if data_state is None else _IteratorStateAt(data_state)
     self.manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state),
-        data_iter=grain.checkpoint.CheckpointSave(data_iterator.grain_iterator)), force=True)
+        state=ocp.args.StandardSave(state), data_iter=grain.checkpoint.CheckpointSave(item)), force=True)
 
   def restore(self, step: int, abstract_state, data_iterator=None):
     """Restores `state` into `abstract_state` (ShapeDtypeStructs with shardings) and,
@@ -64,25 +89,29 @@ class Checkpointer:
 
 
 def load_params(workdir: str, make_module, mesh, *, rules_config=None):
-  """(graphdef, params, shardings, config, step) of the latest checkpoint in a workdir.
+  """(graphdef, params, shardings, config, step) of the newest checkpoint in a workdir
+  whose params read (newer unreadable ones are named in a warning line).
 
   Builds the module of the workdir's own config.json abstractly and restores only its
   params, sharded on `mesh` by the logical-axis rules of `rules_config` (default: the
-  workdir's config). Raises FileNotFoundError naming the workdir if nothing is there.
+  workdir's config). Raises FileNotFoundError naming the workdir if nothing is there, and
+  recovery.UnreadableCheckpointError naming each step's path if no checkpoint reads.
   """
   from flax import nnx  # pylint: disable=g-import-not-at-top
-  from genie_jax.train import state as state_lib  # pylint: disable=g-import-not-at-top
+  from genie_jax.train import recovery, state as state_lib  # pylint: disable=g-import-not-at-top
   config = read_config(workdir)
   ckpt = Checkpointer(workdir, async_save=False)
-  step = ckpt.latest_step()
-  if step is None:
+  try:
+    if ckpt.latest_step() is None:
+      raise FileNotFoundError(f"{workdir!r} has no complete checkpoint: train it first")
+    abstract_module = nnx.eval_shape(lambda: make_module(config, nnx.Rngs(0)))
+    shardings = state_lib.param_shardings(rules_config or config, abstract_module, mesh)
+    abstract = nnx.to_pure_dict(nnx.state(abstract_module, nnx.Param))
+    # a reader never moves a bad checkpoint aside (a trainer may be writing there): it
+    # warns and falls back to the newest step that reads
+    step, params = recovery.restore_params_for_reading(ckpt, abstract_with_shardings(abstract, shardings))
+  finally:
     ckpt.close()
-    raise FileNotFoundError(f"{workdir!r} has no complete checkpoint: train it first")
-  abstract_module = nnx.eval_shape(lambda: make_module(config, nnx.Rngs(0)))
-  shardings = state_lib.param_shardings(rules_config or config, abstract_module, mesh)
-  abstract = nnx.to_pure_dict(nnx.state(abstract_module, nnx.Param))
-  params = ckpt.restore_params(step, abstract_with_shardings(abstract, shardings))
-  ckpt.close()
   return nnx.graphdef(abstract_module), params, shardings, config, step
 
 
@@ -112,9 +141,16 @@ def config_path(workdir: str) -> str:
 
 
 def write_config(workdir: str, config) -> None:
+  """Atomically (temporary file, then rename): the other processes of a multi-host run
+  read config.json while process 0 writes it, and a kill mid-write must not leave a
+  truncated file that no later start can read."""
   os.makedirs(workdir, exist_ok=True)
-  with open(config_path(workdir), "w") as f:
+  tmp = f"{config_path(workdir)}.tmp{os.getpid()}"
+  with open(tmp, "w") as f:
     f.write(config.to_json_best_effort(indent=2))
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, config_path(workdir))
 
 
 def read_config(workdir: str) -> ml_collections.ConfigDict:

@@ -3,22 +3,30 @@
 Split once, jit a pure step with explicit in/out shardings and donated state, fold the
 step into the rng, fetch metrics only on logging steps, stop with an error naming the
 first non-finite step, save on SIGTERM (preemption) before exiting.
+
+Faults it survives (README "Reliability"): a second trainer on the same workdir is
+refused (workdir_lock.py); an unreadable newest checkpoint is moved aside and the run
+resumes from the newest one that restores (recovery.py); a bad data record stops the
+run after a checkpoint, or is skipped and counted (data_pipelines/bad_records.py); a
+resumed run's logs keep each step once (logging.py).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
 
 import jax
+import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 from tqdm import tqdm
 
-from data_pipelines import loader
+from data_pipelines import bad_records, loader
 from genie_jax import parallel
 from genie_jax.models import build
-from genie_jax.train import checkpoints, logging, state as state_lib, step as step_lib
+from genie_jax.train import checkpoints, logging, recovery, state as state_lib, step as step_lib, workdir_lock
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -77,13 +85,58 @@ class TrainSetup:
         out_shardings=(self.shardings, NamedSharding(self.mesh, P())), donate_argnums=(0,))
 
 
+def _process0_says(flag: bool) -> bool:
+  """Process 0's `flag`, on every process (the others must stop when it stops)."""
+  if jax.process_count() == 1:
+    return flag
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return bool(multihost_utils.broadcast_one_to_all(np.int32(flag)))
+
+
+def _lock_workdir(workdir: str):
+  """Process 0 holds workdir/train.lock for the whole run (one lock per run, not per
+  process); every process raises WorkdirLockedError if it could not."""
+  lock, refusal = None, ""
+  if jax.process_index() == 0:
+    lock = workdir_lock.WorkdirLock(workdir)
+    try:
+      lock.acquire()
+    except workdir_lock.WorkdirLockedError as e:
+      refusal = str(e)
+  if _process0_says(bool(refusal)):
+    raise workdir_lock.WorkdirLockedError(refusal or f"process 0 could not lock {workdir}; see its log")
+  return lock
+
+
+def _check_lock(lock) -> None:
+  """Before each save: stop every process if process 0 lost the workdir to another run."""
+  lost = ""
+  if lock is not None:
+    try:
+      lock.check()
+    except workdir_lock.WorkdirLockLostError as e:
+      lost = str(e)
+  if _process0_says(bool(lost)):
+    raise workdir_lock.WorkdirLockLostError(lost or "process 0 lost the workdir lock; see its log")
+
+
 def train(config, workdir: str, *, progress: bool = True, stop_after: int | None = None) -> dict:
   """Trains config.phase to config.train.steps; resumes from workdir. Returns last metrics.
 
   `stop_after` ends the run (with a checkpoint) after that many steps of this call, as an
-  interruption would; the schedule still follows config.train.steps.
+  interruption would; the schedule still follows config.train.steps. Raises
+  WorkdirLockedError, before touching the workdir, if another live trainer holds it.
   """
   os.makedirs(workdir, exist_ok=True)
+  lock = _lock_workdir(workdir)
+  try:
+    return _train(config, workdir, lock=lock, progress=progress, stop_after=stop_after)
+  finally:
+    if lock is not None:
+      lock.release()
+
+
+def _train(config, workdir: str, *, lock, progress: bool, stop_after: int | None) -> dict:
   if os.path.exists(checkpoints.config_path(workdir)):
     checkpoints.read_config(workdir)  # refuses, before overwriting it, a workdir it cannot resume
   mesh = parallel.mesh_from_config(config.mesh)
@@ -98,21 +151,21 @@ def train(config, workdir: str, *, progress: bool = True, stop_after: int | None
   data = loader.make_iterator(config.data, mesh=mesh, rules=config.rules,
                               global_batch_size=config.train.batch_size, seed=config.seed)
   ckpt = checkpoints.Checkpointer(workdir, keep=config.train.keep, keep_period=config.train.keep_period)
-  start = ckpt.latest_step()
   with parallel.use_mesh_rules(mesh, config.rules):
-    if start is None:
-      state = setup.init_state()
-      start = 0
+    restored = recovery.restore_for_training(
+        ckpt, checkpoints.abstract_with_shardings(setup.abstract_state, setup.shardings), data)
+    if restored is None:
+      state, start = setup.init_state(), 0
     else:
-      state = ckpt.restore(start, checkpoints.abstract_with_shardings(setup.abstract_state, setup.shardings),
-                           data)
+      start, state = restored
 
     train_step = setup.jitted_step(tok_graphdef, frozen_shardings)
     # replicated output: every process can fetch the grid (process 0 writes it)
     preview = jax.jit(step_lib.make_preview(config, setup.graphdef, tok_graphdef),
                       out_shardings=NamedSharding(mesh, P()))
 
-    writer = logging.MetricWriter(workdir)
+    writer = logging.MetricWriter(workdir, start_step=start)
+    skip_bad_records = config.data.get("on_bad_record", "stop") == "skip"
     evaluator = None
     if config.train.eval_every:
       from genie_jax.evals import periodic  # pylint: disable=g-import-not-at-top
@@ -123,9 +176,26 @@ def train(config, workdir: str, *, progress: bool = True, stop_after: int | None
     bar = tqdm(total=total, initial=start, desc=f"train {config.phase}", unit="step",
                disable=not progress or jax.process_index() != 0, dynamic_ncols=True)
     window_start, window_steps = time.perf_counter(), 0
-    with _SigtermFlag() as sigterm:
+    # closing the bar on any exit puts an error message on a line of its own
+    with _SigtermFlag() as sigterm, contextlib.closing(bar):
+      last_saved = start
       for step in range(start, total):
-        batch = next(data)
+        data_state = data.get_state()  # where this batch starts, should a record in it be bad
+        try:
+          batch = next(data)
+        except bad_records.BadRecordError as e:
+          saved = "nothing new to save"
+          if jax.process_count() > 1:  # a save is collective, and the others are in the next step
+            saved = f"not saved (one of {jax.process_count()} processes); resume is from step {last_saved}"
+          elif step > last_saved:
+            _check_finite(state)
+            _check_lock(lock)
+            ckpt.save(step, state, data, data_state=data_state)
+            ckpt.wait()
+            saved = f"saved step {step} to {ckpt.directory}"
+          raise bad_records.BadRecordError(
+              f"{e}\nStopped before step {step + 1}; {saved}. Once the data is fixed (or with "
+              "on_bad_record=skip), rerun the same command to resume from there.") from e
         state, metrics = train_step(state, batch, frozen)
         window_steps += 1
         done = step + 1
@@ -136,6 +206,8 @@ def train(config, workdir: str, *, progress: bool = True, stop_after: int | None
           elapsed = time.perf_counter() - window_start
           last["steps_per_sec"] = window_steps / elapsed
           last["frames_per_sec"] = window_steps * frames_per_step / elapsed
+          if skip_bad_records:  # counted as read, so it includes the few batches read ahead
+            last["data_bad_records_skipped"] = _sum_over_processes(data.bad_record_counter.skipped)
           writer.scalars(done, last)
           bar.set_postfix(loss=f"{last['loss']:.4f}", fps=f"{last['frames_per_sec']:.1f}")
           window_start, window_steps = time.perf_counter(), 0
@@ -148,7 +220,9 @@ def train(config, workdir: str, *, progress: bool = True, stop_after: int | None
         interrupted = stop_after is not None and done - start >= stop_after
         if done % config.train.ckpt_every == 0 or done == total or sigterm.received or interrupted:
           _check_finite(state)
+          _check_lock(lock)
           ckpt.save(done, state, data)
+          last_saved = done
         if sigterm.received:
           ckpt.wait()
           bar.close()
@@ -156,12 +230,21 @@ def train(config, workdir: str, *, progress: bool = True, stop_after: int | None
           break
         if interrupted:
           break
-    bar.close()
-    ckpt.wait()
-    ckpt.close()
-    writer.close()
+      # still under the SIGTERM hook: a notice that arrives while the last save completes
+      # lets it complete instead of killing it part-way
+      bar.close()
+      ckpt.wait()
+      ckpt.close()
+      writer.close()
   last["step"] = int(jax.device_get(state["step"]))
   return last
+
+
+def _sum_over_processes(count: int) -> int:
+  if jax.process_count() == 1:
+    return count
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return int(np.sum(multihost_utils.process_allgather(np.int64(count))))
 
 
 def _check_finite(state) -> None:
