@@ -31,8 +31,12 @@ def _mean_ci(values: np.ndarray) -> tuple[float, float]:
 
 def evaluate_world(genie, batches, *, num_clips: int, t: int = 4, seed: int = 0,
                    extractor: fvd_lib.FeatureExtractor | None = None, fvd_clips: int | None = None,
-                   keep_examples: int = 4):
+                   keep_examples: int = 4, action_source: str = "lam"):
   """batches: iterable of {"frames": uint8 [B, T, H, W, 3], "actions": int [B, T]}.
+
+  action_source "true" (a model trained as the true-action control) rolls out with the
+  dataset's actions where the LAM's would go: the "lam" figures then measure the
+  dynamics model alone.
 
   Metrics use the first `num_clips` clips, FVD the first `fvd_clips` (default num_clips).
   Returns (metrics dict, examples dict of uint8 arrays for plots).
@@ -49,7 +53,9 @@ def evaluate_world(genie, batches, *, num_clips: int, t: int = 4, seed: int = 0,
     frames = np.asarray(batch["frames"])[: total - seen]
     if frames.shape[1] <= t:
       raise ValueError(f"ΔtPSNR at t={t} needs clips of more than {t} frames; these have {frames.shape[1]}")
-    lam_actions = genie.infer_actions(frames)
+    inferred = genie.infer_actions(frames)  # the LAM's reading, scored against the real actions
+    lam_actions = (np.asarray(batch["actions"])[: len(frames), :-1].astype(np.int32)
+                   if action_source == "true" else inferred)
     random_actions = rng.integers(0, genie.num_actions, lam_actions.shape)
     roll_seed = int(rng.integers(2**31 - 1))
     rolled_lam = genie.rollout(frames[:, :1], lam_actions, seed=roll_seed)
@@ -69,7 +75,7 @@ def evaluate_world(genie, batches, *, num_clips: int, t: int = 4, seed: int = 0,
     whole = frames.astype(np.float32) / 255.0
     per_frame["recon_psnr"].append(np.asarray(image_metrics.psnr(whole, recon)))
     per_frame["recon_ssim"].append(np.asarray(image_metrics.ssim(whole, recon)))
-    latent.append(lam_actions)
+    latent.append(inferred)
     real.append(np.asarray(batch["actions"])[: len(frames), :-1])
     if extractor is not None:
       reals.append(frames)
@@ -91,6 +97,7 @@ def evaluate_world(genie, batches, *, num_clips: int, t: int = 4, seed: int = 0,
   usage = np.bincount(latent.ravel(), minlength=genie.num_actions)
   probs = usage / usage.sum()
   metrics = {
+      "action_source": action_source,
       "num_clips": int(num_clips), "clip_frames": int(frames.shape[1]), "t": t,
       "delta_psnr": {"mean": mean, "ci95": ci95, "psnr_lam": float(cat["psnr_lam"][:, t - 1].mean()),
                      "psnr_random": float(cat["psnr_random"][:, t - 1].mean())},
