@@ -132,6 +132,10 @@ class SlidingSquareWorld:
       predicted = self.render(np.clip(positions + steps, 0, self.size - 4))
     return predicted.reshape(*predicted.shape[:2], -1)
 
+  def prompt_frames(self, prompt):
+    prompt = np.asarray(prompt)
+    return prompt.reshape((1,) * (5 - prompt.ndim) + prompt.shape)  # [B, P, H, W, 3]
+
   def encode(self, frames):
     return frames
 
@@ -216,3 +220,17 @@ def test_asking_for_more_clips_than_the_split_holds_is_refused(tiny_world, tmp_p
     evaluate.run(config, tiny_world["world"], num_clips=12, fvd_clips=0, t=3, out=str(tmp_path / "e"),
                  batch_size=4, steps=2)
   assert not os.path.exists(tmp_path / "e")
+
+
+def test_action_grid_shows_each_action_repeated_from_one_prompt(tmp_path):
+  from genie_jax.evals import plots
+  world = SlidingSquareWorld(obeys=True)
+  prompt = world.render(np.array([30]))[0]  # one frame, square at column 30
+  rows = plots.action_rollouts(world, prompt, repeats=4)
+  assert rows.shape == (3, 5, 64, 64, 3)
+  np.testing.assert_array_equal(rows[:, 0], np.broadcast_to(prompt, (3, 64, 64, 3)))  # the prompt first
+  # row a: action a again and again (0 stays, 1 moves left, 2 right, 3 px a step)
+  for action, step in enumerate((0, -3, 3)):
+    np.testing.assert_array_equal(world.position(rows[action]), 30 + step * np.arange(5))
+  path = plots.action_grid(world, prompt, str(tmp_path / "actions.png"), repeats=4)
+  assert os.path.getsize(path) > 1000

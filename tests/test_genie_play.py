@@ -131,20 +131,3 @@ def test_the_genie_api_does_not_import_the_training_loop():
                        env=dict(os.environ, JAX_PLATFORMS="cpu"), cwd=os.path.dirname(os.path.dirname(__file__)))
   assert out.stdout.strip() == "[]", out.stdout
 
-
-def test_action_grid_rows_are_each_action_repeated(tiny_world, tmp_path):
-  """Row a of the grid is the prompt then action a applied again and again; greedy sampling
-  makes the batched grid comparable with one rollout per action."""
-  from genie_jax import play
-  from genie_jax.evals import plots
-  from genie_jax.genie import Genie
-  greedy = Genie.load(tiny_world["world"], steps=3, temperature=0.0, gumbel_scale=0.0)
-  prompt = play.default_prompt(greedy)
-  rows = plots.action_rollouts(greedy, prompt, repeats=3)
-  assert rows.shape == (greedy.num_actions, 4) + greedy.frame_shape and rows.dtype == np.uint8
-  first = greedy.prompt_frames(prompt)[0, -1]
-  for action in range(greedy.num_actions):
-    np.testing.assert_array_equal(rows[action, 0], first)
-    np.testing.assert_array_equal(rows[action, 1:], greedy.rollout(prompt, [action] * 3)[0])
-  path = plots.action_grid(greedy, prompt, str(tmp_path / "actions.png"), repeats=3)
-  assert os.path.getsize(path) > 1000
