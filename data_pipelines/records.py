@@ -17,12 +17,15 @@ the dataset metadata so the loader can refuse a window that does not fit.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import os
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import tensorflow_datasets as tfds
+from absl import logging as absl_logging
 
 from data_pipelines import tfds_spill
 
@@ -136,10 +139,26 @@ def write_dataset(builder_cls: type[EpisodeChunkBuilder], *, data_dir: str,
     raise FileExistsError(
         f"{builder.data_path} already holds a prepared dataset; choose another --data_dir "
         "or delete it first (nothing was overwritten)")
-  with tfds_spill.spill_without_tensorflow():  # splits over 1 GB spill to disk
+  with tfds_spill.spill_without_tensorflow(), _quiet_tfds():  # splits over 1 GB spill to disk
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(verify_ssl=False))
   return builder.summaries
+
+
+@contextlib.contextmanager
+def _quiet_tfds():
+  """TFDS's own chatter ("Downloading and preparing dataset Unknown size...", absl INFO
+  lines, its split progress bar) says nothing true about a generated dataset: the
+  commands print their own progress and summary instead."""
+  verbosity = absl_logging.get_verbosity()
+  absl_logging.set_verbosity(absl_logging.WARNING)
+  tfds.disable_progress_bar()
+  try:
+    with contextlib.redirect_stdout(io.StringIO()):
+      yield
+  finally:
+    tfds.enable_progress_bar()
+    absl_logging.set_verbosity(verbosity)
 
 
 def dataset_dir(data_dir: str, name: str) -> str:

@@ -1,5 +1,7 @@
 """Datasets and the Grain loader: layout, alignment, episode boundaries, resume, sharding."""
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -252,3 +254,13 @@ def test_a_truncated_shard_is_named(sprites_dir, tmp_path):
                               window=8, num_epochs=1, on_bad_record="skip")
   with pytest.raises(bad_records.BadRecordError, match="no readable record found"):  # nothing left to train on
     next(iter(ds))
+
+
+def test_dataset_commands_print_their_own_summary_not_tfds_chatter(tmp_path):
+  out = subprocess.run([sys.executable, "-m", "data_pipelines.sprites", "--data_dir", str(tmp_path),
+                        "--episodes", "2", "--eval_episodes", "1", "--max_steps", "20"],
+                       capture_output=True, text=True, check=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  text = out.stdout + out.stderr
+  assert "train: 2 episodes, 40 frames" in out.stdout
+  assert "Downloading and preparing" not in text and "Unknown size" not in text
+  assert not [line for line in text.splitlines() if line.startswith("I1") or line.startswith("I0")]

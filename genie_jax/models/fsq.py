@@ -25,6 +25,7 @@ class FiniteScalarQuantizer(nnx.Module):
     if not levels or min(levels) < 2:
       raise ValueError(f"FSQ levels must be integers >= 2, got {levels}")
     self.levels = levels
+    self.half_width = tuple(l // 2 for l in levels)  # digit d <-> code value (d - hw) / hw
     # index = sum_i digit_i * basis_i, digits in 0..L_i-1 (mixed radix)
     self.basis = tuple(int(b) for b in np.cumprod((1,) + levels[:-1]))
 
@@ -45,26 +46,20 @@ class FiniteScalarQuantizer(nnx.Module):
     shift = jnp.arctanh(offset / half)
     return jnp.tanh(z + shift) * half - offset
 
-  def _digits_to_codes(self, digits: jax.Array) -> jax.Array:
-    """int digits [..., d] in 0..L-1 -> code values [..., d] in [-1, 1]."""
-    half = jnp.asarray([l // 2 for l in self.levels], jnp.float32)
-    return (digits.astype(jnp.float32) - half) / half
-
   def __call__(self, z: jax.Array) -> QuantizerOutput:
     """z [..., d] -> quantized [..., d] in [-1, 1] (straight-through), indices int32 [...]."""
     if z.shape[-1] != self.code_dim:
       raise ValueError(f"FSQ with {self.code_dim} levels {self.levels} got latents of width {z.shape[-1]}")
     bounded = self._bound(z.astype(jnp.float32))
     rounded = bounded + jax.lax.stop_gradient(jnp.round(bounded) - bounded)
-    half = jnp.asarray([l // 2 for l in self.levels], jnp.float32)
-    quantized = rounded / half
-    digits = jnp.round(jax.lax.stop_gradient(rounded)).astype(jnp.int32) + jnp.asarray(
-        [l // 2 for l in self.levels], jnp.int32)
+    half_width = jnp.asarray(self.half_width, jnp.float32)
+    digits = jnp.round(jax.lax.stop_gradient(rounded)).astype(jnp.int32) + jnp.asarray(self.half_width, jnp.int32)
     indices = jnp.sum(digits * jnp.asarray(self.basis, jnp.int32), axis=-1)
-    return QuantizerOutput(quantized, indices, jnp.zeros((), jnp.float32), bounded / half)
+    return QuantizerOutput(rounded / half_width, indices, jnp.zeros((), jnp.float32), bounded / half_width)
 
   def lookup(self, indices: jax.Array) -> jax.Array:
     """int [...] -> code values [..., d] (float32)."""
     levels = jnp.asarray(self.levels, jnp.int32)
     digits = (indices[..., None] // jnp.asarray(self.basis, jnp.int32)) % levels
-    return self._digits_to_codes(digits)
+    half_width = jnp.asarray(self.half_width, jnp.float32)
+    return (digits.astype(jnp.float32) - half_width) / half_width
