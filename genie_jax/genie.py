@@ -173,16 +173,17 @@ class Genie:
     frames = self.prompt_frames(video)
     return np.asarray(_infer_actions(self._graphdefs[1], self.params["world"], jnp.asarray(frames)))
 
-  def next_frame_predictions(self, video, actions) -> np.ndarray:
-    """A real clip uint8 [B, T, H, W, 3] and its transition actions int [B, T-1] -> the
-    dynamics model's argmax tokens int32 [B, T-1, h*w] of frames 1..T-1, each from the
-    true frames before it (see sampling.next_frame_predictions)."""
-    frames = self.prompt_frames(video)
+  def next_frame_predictions(self, tokens, actions) -> np.ndarray:
+    """Tokens of a real clip int [B, T, h, w] (from `encode`) and its transition actions
+    int [B, T-1] -> the dynamics model's argmax tokens int32 [B, T-1, h*w] of frames
+    1..T-1, each from the true frames before it (see sampling.next_frame_predictions)."""
+    tokens = np.asarray(tokens)
     actions = self.check_actions(actions)
-    if actions.shape != frames.shape[:1] + (frames.shape[1] - 1,):
-      raise ValueError(f"actions {actions.shape} must hold one transition per frame pair of {frames.shape[:2]}")
-    return np.asarray(_next_frame_predictions(self._graphdefs, self.params, jnp.asarray(frames),
-                                              jnp.asarray(actions)))
+    if tokens.ndim != 4 or actions.shape != (tokens.shape[0], tokens.shape[1] - 1):
+      raise ValueError(f"actions {actions.shape} must hold one transition per frame pair of "
+                       f"tokens {tokens.shape} [B, T, h, w]")
+    return np.asarray(_next_frame_predictions(self._graphdefs[1], self.params["world"],
+                                              jnp.asarray(tokens), jnp.asarray(actions)))
 
   def encode(self, video) -> np.ndarray:
     """uint8 [B, T, H, W, 3] -> tokens int32 [B, T, h, w]."""
@@ -200,10 +201,8 @@ def _infer_actions(world_graphdef, params, frames):
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _next_frame_predictions(graphdefs, params, frames, actions):
-  tokenizer = nnx.merge(graphdefs[0], params["tokenizer"])
-  dynamics = nnx.merge(graphdefs[1], params["world"]).dynamics
-  tokens = tokenizer.encode(frames)
+def _next_frame_predictions(world_graphdef, params, tokens, actions):
+  dynamics = nnx.merge(world_graphdef, params).dynamics
   tokens = tokens.reshape(*tokens.shape[:2], -1)
   return sampling.next_frame_predictions(
       dynamics, tokens, dynamics_lib.frame_actions(actions, dynamics.num_actions))

@@ -123,7 +123,7 @@ class SlidingSquareWorld:
       return np.repeat(prompt[:, :1], actions.shape[1], axis=1)
     return self.render(self.move(start, actions))
 
-  def next_frame_predictions(self, frames, actions):  # one step from each true frame
+  def next_frame_predictions(self, frames, actions):  # "tokens" are the frames here
     if not self.obeys:
       predicted = frames[:, :-1]
     else:

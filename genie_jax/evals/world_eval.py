@@ -69,7 +69,7 @@ def evaluate_world(genie, batches, *, num_clips: int, t: int = 4, seed: int = 0,
     tokens = grid_tokens.reshape(*grid_tokens.shape[:2], -1)
     token_hits["copy"].append(tokens[:, :-1] == tokens[:, 1:])
     for name, acts in (("lam", lam_actions), ("random", random_actions)):
-      token_hits[name].append(genie.next_frame_predictions(frames, acts) == tokens[:, 1:])
+      token_hits[name].append(genie.next_frame_predictions(grid_tokens, acts) == tokens[:, 1:])
     changed.append(tokens[:, :-1] != tokens[:, 1:])
     recon = genie.decode(grid_tokens).astype(np.float32) / 255.0
     whole = frames.astype(np.float32) / 255.0

@@ -25,12 +25,11 @@ def _get(tree: dict, path: tuple):
   return tree
 
 
-def _dead_code_steps(config, name):
-  return config.tokenizer.dead_code_steps if name == "tokenizer" else config.lam.dead_code_steps
-
-
-def _quantizer_kind(config, name):
-  return (config.tokenizer if name == "tokenizer" else config.lam).get("quantizer", "vq")
+def _reseed_after(config, name) -> int:
+  """Steps a code of `name`'s VQ may go unused before it is re-seeded; 0: never (FSQ has
+  no codebook to re-seed)."""
+  section = config.tokenizer if name == "tokenizer" else config.lam
+  return section.dead_code_steps if section.get("quantizer", "vq") == "vq" else 0
 
 
 def make_loss_fn(config, graphdef, tokenizer_graphdef=None):
@@ -62,8 +61,8 @@ def make_train_step(config, graphdef, tx, schedule, tokenizer_graphdef=None):
     code_age = dict(state["code_age"])
     for name, (counts, candidates) in vq_stats.items():
       age = quantizer.update_code_age(code_age[name], counts)
-      max_age = _dead_code_steps(config, name)
-      if max_age and _quantizer_kind(config, name) == "vq":  # FSQ has no codebook to re-seed
+      max_age = _reseed_after(config, name)
+      if max_age:
         path = CODEBOOK_PATHS[name]
         codebook, age = quantizer.reseed_dead_codes(_get(params, path), age, candidates,
                                                     jax.random.fold_in(reseed_rng, len(name)), max_age)
