@@ -49,10 +49,10 @@ def _moves_something(pos: np.ndarray, action: int, *, size: int, sprite: int, sp
   return action == 0 or bool(np.any(new != pos))
 
 
-def render_episode(*, seed: int, num_steps: int, size: int = 64, sprite: int = 12,
-                   speed: int = 6, background: str = "checker",
-                   wall_moves: bool = False) -> records.Episode:
-  """Random-policy episode: frames uint8 [num_steps, size, size, 3], actions int32 [num_steps].
+def simulate_episode(*, seed: int, num_steps: int, size: int = 64, sprite: int = 12,
+                     speed: int = 6, background: str = "checker", wall_moves: bool = False):
+  """Random-policy episode -> (frames uint8 [num_steps, size, size, 3], actions int32
+  [num_steps], sprite top-left (row, col) int [num_steps, 2]).
 
   Actions are uniform over the five; unless `wall_moves`, one that a wall would stop
   entirely is re-drawn, so each action changes the frame in its own way.
@@ -64,17 +64,42 @@ def render_episode(*, seed: int, num_steps: int, size: int = 64, sprite: int = 1
   sprite_color = rng.uniform(0.7, 1.0, size=3)
   pos = rng.integers(0, size - sprite, size=2)
   actions = np.empty(num_steps, np.int32)
+  positions = np.empty((num_steps, 2), np.int64)
   frames = np.empty((num_steps, size, size, 3), np.uint8)
   for t in range(num_steps):
     frame = back.copy()
     frame[pos[0]:pos[0] + sprite, pos[1]:pos[1] + sprite] = sprite_color
     frames[t] = np.clip(frame * 255, 0, 255).astype(np.uint8)
+    positions[t] = pos
     action = int(rng.integers(0, len(ACTION_NAMES)))
     while not wall_moves and not _moves_something(pos, action, size=size, sprite=sprite, speed=speed):
       action = int(rng.integers(0, len(ACTION_NAMES)))
     actions[t] = action
     pos = np.clip(pos + speed * _MOVES[action], 0, size - sprite)  # actions[t]: frame t -> t+1
+  return frames, actions, positions
+
+
+def render_episode(**world) -> records.Episode:
+  """simulate_episode as a record: frames and actions (a_t moves frame t to t+1)."""
+  frames, actions, _ = simulate_episode(**world)
   return records.Episode(frames=frames, actions=actions)
+
+
+def occupancy_tokens(positions: np.ndarray, *, size: int = 64, sprite: int = 12, patch: int = 8) -> np.ndarray:
+  """Sprite top-left positions int [..., 2] -> int32 [..., (size/patch)^2] tokens: for each
+  patch, (rows the sprite covers in it) * (patch + 1) + (columns it covers).
+
+  A tokenizer with no learning in it, whose tokens are an exact function of the frame's
+  sprite: what a dynamics model must predict is then known exactly, which separates "it
+  cannot use an action" from "it cannot predict a learned tokenizer's codes" (README, "A
+  world that obeys its actions"). (patch + 1)^2 codes.
+  """
+  starts = np.arange(0, size, patch)
+  def covered(p):  # [..., grid]: pixels of each patch inside [p, p + sprite)
+    return np.clip(np.minimum(starts + patch, p[..., None] + sprite) - np.maximum(starts, p[..., None]), 0, patch)
+  rows, cols = covered(positions[..., 0])[..., :, None], covered(positions[..., 1])[..., None, :]
+  tokens = np.where((rows > 0) & (cols > 0), rows * (patch + 1) + cols, 0)  # 0: no sprite in the patch
+  return tokens.reshape(*positions.shape[:-1], -1).astype(np.int32)
 
 
 def build(*, data_dir: str, episodes: int, eval_episodes: int, max_steps: int, size: int = 64,

@@ -27,14 +27,18 @@ def base_config() -> ml_collections.ConfigDict:
   c.tokenizer = ml_collections.ConfigDict(dict(
       patch=4, enc_dim=512, enc_blocks=4, enc_heads=8, dec_dim=512, dec_blocks=4, dec_heads=8,
       num_codes=1024, latent_dim=32, dead_code_steps=0,
-      quantizer="vq", fsq_levels=(8, 5, 5, 5)))  # vq: the paper; fsq: num_codes = prod(levels)
+      quantizer="vq", fsq_levels=(8, 5, 5, 5),  # vq: the paper; fsq: num_codes = prod(levels)
+      encoder="video"))            # video: the paper (z_t sees frames < t); frame: each frame alone
   c.lam = ml_collections.ConfigDict(dict(
       patch=16, dim=512, enc_blocks=4, dec_blocks=4, num_heads=8, num_actions=6, latent_dim=32,
       dead_code_steps=100, weight=1.0,
-      quantizer="vq", predict_delta=False, encoder_input="frames"))  # the paper: vq, pixels (README: "Why the LAM collapsed")
+      quantizer="vq", predict_delta=False, encoder_input="frames",
+      encoder_context="clip"))      # clip: the paper; transition: a_t from (x_t, x_t+1) alone  # the paper: vq, pixels (README: "Why the LAM collapsed")
   c.dynamics = ml_collections.ConfigDict(dict(
       dim=512, num_blocks=6, num_heads=8, head_dim=0, action_conditioning="token",
-      mask_rate_min=0.5, mask_rate_max=1.0, mask_scheme="all_frames"))
+      mask_rate_min=0.5, mask_rate_max=1.0, full_mask_prob=0.0,  # P(a target frame is masked whole)
+      mask_scheme="all_frames",    # all_frames: the paper; one_frame; teacher_forced (losses.mask_tokens)
+      token_head="joint"))        # joint: the paper; fsq_digits: one softmax per FSQ channel
   c.sampling = ml_collections.ConfigDict(dict(steps=25, temperature=1.0, gumbel_scale=1.0))
 
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1, num_devices=0))  # 0: all devices

@@ -10,8 +10,9 @@ minutes on 2 CPU cores (README, "A world that obeys its actions").
         --num_clips 64 --fvd_clips 0
 
 Variants: tokenizer, lam_dynamics (the recipe); paper_tokenizer, paper_lam_dynamics (the
-same sizes with the paper's choices: VQ tokens, a LAM that predicts pixels, every frame
-masked) for the ablation in the README.
+same sizes with the paper's choices: VQ tokens from a video encoder, a LAM that predicts
+pixels, every frame masked at a rate U(0.5, 1) with a joint softmax over the codes) for
+the ablation in the README.
 """
 from experiments.base import base_config
 
@@ -25,15 +26,18 @@ def get_config(arg: str = "tokenizer"):
   c.phase = "tokenizer" if arg.endswith("tokenizer") else "lam_dynamics"
   c.data.update(name="sprites", window=8)
   c.tokenizer.update(patch=8, enc_dim=64, enc_blocks=2, enc_heads=4, dec_dim=64, dec_blocks=2,
-                     dec_heads=4, num_codes=1000, latent_dim=16, quantizer="fsq", fsq_levels=(8, 5, 5, 5))
+                     dec_heads=4, num_codes=1000, latent_dim=16, quantizer="fsq", fsq_levels=(8, 5, 5, 5),
+                     encoder="frame")
   c.lam.update(patch=16, dim=64, enc_blocks=2, dec_blocks=2, num_heads=4, num_actions=5,
                latent_dim=16, dead_code_steps=20, quantizer="vq", predict_delta=True, encoder_input="change")
-  c.dynamics.update(dim=64, num_blocks=2, num_heads=4, mask_scheme="one_frame")
+  # every frame a target with its true past, masked whole, one softmax per FSQ channel
+  c.dynamics.update(dim=64, num_blocks=2, num_heads=4, mask_scheme="teacher_forced",
+                    full_mask_prob=1.0, token_head="fsq_digits")
   if arg.startswith("paper"):
-    c.tokenizer.update(num_codes=64, quantizer="vq", dead_code_steps=10)
+    c.tokenizer.update(num_codes=64, quantizer="vq", dead_code_steps=10, encoder="video")
     c.lam.update(predict_delta=False, encoder_input="frames")
-    c.dynamics.update(mask_scheme="all_frames")
-  c.sampling.steps = 8
+    c.dynamics.update(mask_scheme="all_frames", full_mask_prob=0.0, token_head="joint")
+  c.sampling.steps = 1  # trained on whole masked frames, it lays out a frame in one pass (README)
   c.optim.update(lr=3e-3 if c.phase == "lam_dynamics" else 1e-3, warmup_steps=50)
   c.train.update(steps=1000 if c.phase == "tokenizer" else 1500, batch_size=8, log_every=50,
                  image_every=0, ckpt_every=200, eval_clips=8)

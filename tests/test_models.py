@@ -165,6 +165,61 @@ def test_dynamics_step_equals_full_forward(mode):
   np.testing.assert_allclose(logits, full[:, 3:], rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("mode", ["additive", "token"])
+def test_teacher_forced_frame_t_equals_sampling_from_the_true_past(mode):
+  """Frame t of the teacher-forced pass must be what the full forward gives for the clip
+  [true frames < t, masked frame t] at t, i.e. what sampling sees, for every t at once."""
+  model, _ = _tiny_dynamics(mode)
+  s = model.tokens_per_frame
+  tokens = jax.random.randint(jax.random.key(0), (2, 4, s), 0, model.num_codes)
+  masked = jnp.where(jax.random.uniform(jax.random.key(1), tokens.shape) < 0.6, model.mask_id, tokens)
+  actions = jax.random.randint(jax.random.key(2), (2, 4), 0, model.num_actions + 1)
+  forced = model.teacher_forced(tokens, masked, actions)
+  for t in range(4):
+    clip = jnp.concatenate([tokens[:, :t], masked[:, t:t + 1]], axis=1)
+    np.testing.assert_allclose(forced[:, t], model(clip, actions[:, :t + 1])[:, t], rtol=1e-4, atol=1e-4)
+
+
+def test_fsq_digit_head_is_a_normalised_distribution_over_codes():
+  cfg = sprites.get_config("lam_dynamics")
+  cfg.dynamics.token_head = "fsq_digits"
+  model = build.make_dynamics(cfg, nnx.Rngs(0))
+  from genie_jax.models.fsq import FiniteScalarQuantizer
+  fsq = FiniteScalarQuantizer(levels=cfg.tokenizer.fsq_levels)
+  # the digit table names each code's FSQ values, as the quantizer decodes them
+  digits = dynamics.code_digits(cfg.tokenizer.fsq_levels)
+  half = np.asarray(fsq.half_width)
+  np.testing.assert_allclose((digits - half) / half, fsq.lookup(jnp.arange(fsq.num_codes)))
+  s = model.tokens_per_frame
+  tokens = jax.random.randint(jax.random.key(0), (1, 3, s), 0, model.num_codes + 1)
+  logp = model(tokens, jnp.zeros((1, 3), jnp.int32))
+  assert logp.shape[-1] == fsq.num_codes
+  np.testing.assert_allclose(jax.scipy.special.logsumexp(logp, axis=-1), 0.0, atol=1e-4)
+  # codes that share a digit share that channel's log-probability: log p(k) = sum_i log p_i
+  d = digits[:, 0]
+  diff = np.asarray(logp[0, 1, 0])[d == 0][:, None] - np.asarray(logp[0, 1, 0])[d == 1][None]
+  same_rest = np.all(digits[d == 0][:, None, 1:] == digits[d == 1][None, :, 1:], axis=-1)
+  assert np.ptp(diff[same_rest]) < 1e-4  # one constant: log p_0(0) - log p_0(1)
+  with pytest.raises(ValueError, match="fsq_digits"):
+    cfg.tokenizer.quantizer = "vq"
+    build.make_dynamics(cfg, nnx.Rngs(0))
+
+
+def test_frame_encoder_tokens_do_not_depend_on_the_past():
+  cfg = sprites.get_config("tokenizer")
+  video = jax.random.uniform(jax.random.key(0), (1, 4, 64, 64, 3))
+  other_past = video.at[:, :2].set(jax.random.uniform(jax.random.key(1), (1, 2, 64, 64, 3)))
+  cfg.tokenizer.encoder = "frame"
+  tok = build.make_tokenizer(cfg, nnx.Rngs(0))
+  tokens = tok.encode(video)
+  np.testing.assert_array_equal(tokens[:, 2:], tok.encode(other_past)[:, 2:])
+  np.testing.assert_array_equal(tokens[:, 3], tok.encode(video[:, 3:])[:, 0])
+  # the paper's video encoder reads the past: a different past changes later latents
+  cfg.tokenizer.encoder = "video"
+  tok = build.make_tokenizer(cfg, nnx.Rngs(0))
+  assert not np.allclose(tok(video).latents[:, 2:], tok(other_past).latents[:, 2:])
+
+
 def test_lam_action_depends_only_on_its_two_frames_and_past():
   cfg = tiny.get_config("lam_dynamics")
   lam = build.make_lam(cfg, nnx.Rngs(0))
@@ -198,6 +253,21 @@ def test_fsq_codes_round_trip_and_use_every_level():
                              rngs=nnx.Rngs(0))
 
 
+def test_categorical_quantizer_is_a_straight_through_one_hot_with_a_usage_loss():
+  q = quantizer.make_quantizer(kind="categorical", num_codes=4, latent_dim=0, fsq_levels=(), rngs=nnx.Rngs(0))
+  logits = jnp.array([[2.0, 0.0, 0.0, 0.0], [0.0, 0.0, 3.0, 0.0]])
+  out = q(logits)
+  np.testing.assert_array_equal(out.indices, [0, 2])
+  np.testing.assert_allclose(out.quantized, np.eye(4)[[0, 2]], atol=1e-6)  # the value is the one-hot
+  # the gradient is the softmax's: it reaches the logits of codes that were not chosen
+  grad = jax.grad(lambda z: jnp.sum(q(z).quantized * jnp.arange(4.0)))(logits)
+  p = np.asarray(jax.nn.softmax(logits))
+  np.testing.assert_allclose(grad, p * (np.arange(4.0) - (p * np.arange(4.0)).sum(-1, keepdims=True)), atol=1e-6)
+  # usage loss: 0 when the batch's mean softmax is uniform, weight * log K when one code takes all
+  assert float(q(jnp.zeros((3, 4))).loss) == pytest.approx(0.0, abs=1e-6)
+  assert float(q(jnp.array([[50.0, 0, 0, 0]] * 3)).loss) == pytest.approx(0.01 * np.log(4), rel=1e-3)
+
+
 def test_lam_reading_change_gives_no_change_the_zero_latent():
   cfg = sprites.get_config("lam_dynamics")
   assert cfg.lam.encoder_input == "change"
@@ -210,6 +280,19 @@ def test_lam_reading_change_gives_no_change_the_zero_latent():
   # causal as before: changing frames 4.. leaves a_0..a_2 alone
   out, later = lam(moving), lam(moving.at[:, 4:].set(0.0))
   np.testing.assert_allclose(later.latents[:, :3], out.latents[:, :3], atol=1e-5)
+
+
+@pytest.mark.parametrize("encoder_input", ["frames", "change"])
+def test_lam_transition_context_reads_each_action_from_its_two_frames(encoder_input):
+  cfg = sprites.get_config("lam_dynamics")
+  cfg.lam.update(encoder_context="transition", encoder_input=encoder_input)
+  lam = build.make_lam(cfg, nnx.Rngs(0))
+  video = jax.random.uniform(jax.random.key(0), (2, 5, 64, 64, 3))
+  latents = lam(video).latents
+  for frame in range(5):  # changing x_f moves a_f-1 and a_f (the transitions it is in), nothing else
+    other = lam(video.at[:, frame].set(0.5)).latents
+    moved = np.abs(np.asarray(other - latents)).max(axis=(0, 2)) > 1e-5
+    np.testing.assert_array_equal(moved, [t in (frame - 1, frame) for t in range(4)])
 
 
 def test_lam_predicting_the_change_starts_from_the_previous_frame():

@@ -142,6 +142,20 @@ def test_one_frame_masking_masks_one_whole_past_frame_per_sample():
     losses.mask_tokens(jax.random.key(0), tokens, rate_min=0.5, rate_max=1.0, scheme="half")
 
 
+def test_teacher_forced_masking_gives_each_frame_its_own_rate_and_whole_frames_on_demand():
+  tokens = jnp.zeros((256, 6, 16), jnp.int32)
+  mask = np.asarray(losses.mask_tokens(jax.random.key(0), tokens, rate_min=0.5, rate_max=1.0,
+                                       scheme="teacher_forced", full_mask_prob=0.5))
+  assert not mask[:, 0].any()  # the prompt frame is never a target
+  rate = mask[:, 1:].mean(axis=2)  # [B, T-1]: one rate per frame, not per clip
+  assert rate.min() >= 0.1 and np.mean(np.std(rate, axis=1)) > 0.05
+  # whole: the half forced whole, plus those whose 16 draws all fell under a rate U(0.5, 1)
+  assert np.mean(rate == 1.0) == pytest.approx(0.5 + 0.5 * 2 * (1 - 0.5 ** 17) / 17, abs=0.03)
+  whole = np.asarray(losses.mask_tokens(jax.random.key(0), tokens, rate_min=0.5, rate_max=1.0,
+                                        scheme="one_frame", full_mask_prob=1.0))
+  assert (whole.sum(axis=(1, 2)) == 16).all()  # one target frame per clip, all of it masked
+
+
 def test_true_action_control_feeds_the_dynamics_the_dataset_actions(sprites_dir):
   """With dynamics_actions="true" the dynamics loss depends on batch["actions"] (and with
   "lam" it does not): the switch that separates the dynamics model's faults from the LAM's."""

@@ -32,7 +32,8 @@ def make_tokenizer(config, rngs: nnx.Rngs) -> VideoTokenizer:
       enc_heads=t.enc_heads, dec_dim=t.dec_dim, dec_layers=t.dec_blocks, dec_heads=t.dec_heads,
       num_codes=t.num_codes, latent_dim=t.latent_dim, quantizer=t.get("quantizer", "vq"),
       fsq_levels=tuple(t.get("fsq_levels", ())), rngs=rngs, dtype=compute_dtype(config),
-      remat=config.remat, scan_layers=config.scan_layers, attention=attention(config))
+      remat=config.remat, scan_layers=config.scan_layers, attention=attention(config),
+      encoder=t.get("encoder", "video"))
 
 
 def make_lam(config, rngs: nnx.Rngs) -> LatentActionModel:
@@ -43,7 +44,8 @@ def make_lam(config, rngs: nnx.Rngs) -> LatentActionModel:
       num_heads=l.num_heads, num_actions=l.num_actions, latent_dim=l.latent_dim,
       # .get: workdirs written before these switches existed used the paper's choices
       quantizer=l.get("quantizer", "vq"), predict_delta=l.get("predict_delta", False),
-      encoder_input=l.get("encoder_input", "frames"), rngs=rngs,
+      encoder_input=l.get("encoder_input", "frames"), encoder_context=l.get("encoder_context", "clip"),
+      rngs=rngs,
       dtype=compute_dtype(config), remat=config.remat,
       scan_layers=config.scan_layers, attention=attention(config))
 
@@ -55,7 +57,9 @@ def make_dynamics(config, rngs: nnx.Rngs) -> DynamicsModel:
       num_codes=config.tokenizer.num_codes, tokens_per_frame=h * w, max_frames=config.data.window,
       dim=d.dim, num_layers=d.num_blocks, num_heads=d.num_heads, head_dim=d.head_dim, num_actions=config.lam.num_actions,
       action_conditioning=d.action_conditioning, rngs=rngs, dtype=compute_dtype(config),
-      remat=config.remat, scan_layers=config.scan_layers, attention=attention(config))
+      remat=config.remat, scan_layers=config.scan_layers, attention=attention(config),
+      token_head=d.get("token_head", "joint"),
+      code_levels=tuple(config.tokenizer.fsq_levels) if config.tokenizer.quantizer == "fsq" else ())
 
 
 class LatentWorldModel(nnx.Module):

@@ -6,6 +6,16 @@ z_t+1 from z_<=t and a_<=t, so the token frame at position t+1 is fed a_t, and
 position 0 gets a learned "no action" id A. `frame_actions` builds that [B, T] array
 from the [B, T-1] transition actions; nothing else shifts actions.
 
+Token head (config `token_head`):
+  "joint":      one softmax over all K codes (the paper);
+  "fsq_digits": for an FSQ tokenizer, one softmax per FSQ channel over its levels; a
+                code's log-probability is the sum of its digits'. Codes that share digits
+                share what is learned, so a near miss is partly right: with a joint softmax
+                over 1,000 FSQ codes the model never learned to predict the tokens a move
+                changes, even given the true action (README, "A world that obeys its
+                actions"). `_logits` returns the joint log-probabilities [.., K] either
+                way, so the loss and the sampler do not know which head ran.
+
 Conditioning (config `action_conditioning`):
   "additive": the action embedding is added to every token of its frame (the paper);
   "token":    it is appended as one extra token per frame, S+1 tokens attended
@@ -15,12 +25,21 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from genie_jax.models.layers import Dense, Embed, PositionalEmbedding
 from genie_jax.models.st_transformer import KVCache, STTransformer
 
 ACTION_CONDITIONING = ("additive", "token")
+TOKEN_HEADS = ("joint", "fsq_digits")
+
+
+def code_digits(levels) -> np.ndarray:
+  """int [K, d]: the FSQ digits of every code index (mixed radix, first level fastest,
+  as genie_jax/models/fsq.py numbers them)."""
+  basis = np.cumprod((1,) + tuple(levels[:-1]))
+  return (np.arange(int(np.prod(levels)))[:, None] // basis) % np.asarray(levels)
 
 
 def frame_actions(transition_actions: jax.Array, num_actions: int) -> jax.Array:
@@ -36,7 +55,13 @@ class DynamicsModel(nnx.Module):
   def __init__(self, *, num_codes: int, tokens_per_frame: int, max_frames: int, dim: int,
                num_layers: int, num_heads: int, head_dim: int = 0, num_actions: int, action_conditioning: str,
                rngs: nnx.Rngs, dtype=jnp.float32, param_dtype=jnp.float32, remat: str = "none",
-               scan_layers: bool = True, attention: str = "auto"):
+               scan_layers: bool = True, attention: str = "auto", token_head: str = "joint",
+               code_levels=()):
+    if token_head not in TOKEN_HEADS:
+      raise ValueError(f"token_head must be one of {TOKEN_HEADS}, got {token_head!r}")
+    if token_head == "fsq_digits" and int(np.prod(code_levels or (0,))) != num_codes:
+      raise ValueError(f"token_head 'fsq_digits' needs the FSQ tokenizer's levels (product {num_codes}), "
+                       f"got {tuple(code_levels)}: use it with tokenizer.quantizer='fsq'")
     if action_conditioning not in ACTION_CONDITIONING:
       raise ValueError(f"action_conditioning must be one of {ACTION_CONDITIONING}, "
                        f"got {action_conditioning!r}")
@@ -46,14 +71,20 @@ class DynamicsModel(nnx.Module):
     self.action_conditioning = action_conditioning
     extra = 1 if action_conditioning == "token" else 0
     kw = dict(rngs=rngs, param_dtype=param_dtype)
-    # K codes + the mask token: K+1 rows rarely divide a tensor axis, so rows stay whole
-    self.token_embed = Embed(num_codes + 1, dim, names=(None, "embed"), **kw)
+    self.token_head = token_head
+    self.code_levels = tuple(int(l) for l in code_levels) if token_head == "fsq_digits" else ()
+    # joint: one row per code + the mask token; fsq_digits: one row per level of each FSQ
+    # channel + the mask token, a code's embedding the sum of its digits'. The rows rarely
+    # divide a tensor axis, so they stay whole
+    self.token_embed = Embed((sum(self.code_levels) if self.code_levels else num_codes) + 1, dim,
+                             names=(None, "embed"), **kw)
     self.action_embed = Embed(num_actions + 1, dim, names=(None, "embed"), **kw)
     self.pos = PositionalEmbedding(max_frames, tokens_per_frame + extra, dim, **kw)
     self.transformer = STTransformer(dim=dim, num_layers=num_layers, num_heads=num_heads,
                                      head_dim=head_dim, dtype=dtype, remat=remat,
                                      scan_layers=scan_layers, attention=attention, **kw)
-    self.head = Dense(dim, num_codes, names=("embed", "vocab"), dtype=dtype, **kw)
+    self.head = Dense(dim, sum(self.code_levels) if self.code_levels else num_codes,
+                      names=("embed", "vocab"), dtype=dtype, **kw)
     self.dtype = dtype
 
   def _embed(self, tokens: jax.Array, actions: jax.Array, time_offset) -> jax.Array:
@@ -62,17 +93,43 @@ class DynamicsModel(nnx.Module):
       raise ValueError(f"dynamics expects tokens [B, T, {self.tokens_per_frame}], got {tokens.shape}")
     if actions.shape != tokens.shape[:2]:
       raise ValueError(f"actions {actions.shape} must be frame-aligned with tokens {tokens.shape[:2]}")
-    x = self.token_embed(tokens, self.dtype)
+    x = self._embed_tokens(tokens)
     act = self.action_embed(actions, self.dtype)[:, :, None, :]
     x = x + act if self.action_conditioning == "additive" else jnp.concatenate([x, act], axis=2)
     return self.pos(x, time_offset=time_offset)
 
+  def _embed_tokens(self, tokens: jax.Array) -> jax.Array:
+    """tokens int [B, T, S] (mask id allowed) -> [B, T, S, D]."""
+    if not self.code_levels:
+      return self.token_embed(tokens, self.dtype)
+    offsets = np.concatenate([[0], np.cumsum(self.code_levels)[:-1]])
+    rows = jnp.take(code_digits(self.code_levels) + offsets, jnp.minimum(tokens, self.num_codes - 1), axis=0)
+    codes = jnp.sum(self.token_embed(rows, self.dtype), axis=-2)  # [B, T, S, d, D] -> [B, T, S, D]
+    mask_row = self.token_embed(jnp.full(tokens.shape, sum(self.code_levels), jnp.int32), self.dtype)
+    return jnp.where((tokens == self.mask_id)[..., None], mask_row, codes)
+
   def _logits(self, x: jax.Array) -> jax.Array:
-    return self.head(x[:, :, :self.tokens_per_frame]).astype(jnp.float32)
+    """x [B, T, S', D] -> float32 [B, T, S, K]: logits, or with the fsq_digits head the joint
+    log-probabilities sum_i log p_i(digit_i(k)) (already normalised)."""
+    out = self.head(x[:, :, :self.tokens_per_frame]).astype(jnp.float32)
+    if not self.code_levels:
+      return out
+    digits = code_digits(self.code_levels)  # [K, d], a compile-time constant
+    per_channel = jnp.split(out, np.cumsum(self.code_levels)[:-1], axis=-1)
+    return sum(jnp.take(jax.nn.log_softmax(logits, axis=-1), digits[:, i], axis=-1)
+               for i, logits in enumerate(per_channel))
 
   def __call__(self, tokens: jax.Array, actions: jax.Array) -> jax.Array:
     """tokens int [B, T, S], frame-aligned actions int [B, T] -> logits float32 [B, T, S, K]."""
     return self._logits(self.transformer(self._embed(tokens, actions, 0)))
+
+  def teacher_forced(self, tokens: jax.Array, masked_tokens: jax.Array, actions: jax.Array) -> jax.Array:
+    """tokens int [B, T, S] (the true clip), masked_tokens [B, T, S] (the same with mask ids),
+    frame-aligned actions [B, T] -> logits float32 [B, T, S, K]: frame t predicted from the
+    true frames < t and its own masked tokens, for every t at once (what sampling asks)."""
+    clean = self._embed(tokens, actions, 0)
+    masked = self._embed(masked_tokens, actions, 0)
+    return self._logits(self.transformer.forced(clean, masked))
 
   def encode_context(self, tokens: jax.Array, actions: jax.Array) -> KVCache:
     """Temporal keys/values of fully known frames: KVCache of [L, B, T, S', N, Hd]."""

@@ -13,6 +13,9 @@ x_t+1 - x_t and starts at "copy x_t". Predicting pixels, the decoder's first sol
 to copy x_t, which explains almost all of the loss when little moves (97% of a sprite
 world's pixels); predicting the change, copying is free and the loss is all motion.
 
+`encoder_context`: "clip" (the paper: a_t's slot attends to every frame <= t+1) or
+"transition" (a_t is read from the two frames x_t, x_t+1 alone, so earlier motion, which
+says nothing about a_t when actions are independent, is not there to be ignored).
 `encoder_input` (what the encoder reads; the paper: "frames"): "change" gives it x_t+1 -
 x_t instead of x_t+1 (frame 0: zeros) and subtracts the latent of a clip in which nothing
 changes, "frames_and_change" gives it both. Reading whole frames, the action latents of
@@ -37,6 +40,7 @@ from genie_jax.models.st_transformer import STTransformer
 
 
 ENCODER_INPUTS = ("frames", "frames_and_change", "change")
+ENCODER_CONTEXTS = ("clip", "transition")
 
 
 class LAMOutput(NamedTuple):
@@ -50,7 +54,7 @@ class LatentActionModel(nnx.Module):
   def __init__(self, *, height: int, width: int, patch: int, max_frames: int, dim: int,
                enc_layers: int, dec_layers: int, num_heads: int, num_actions: int,
                latent_dim: int, rngs: nnx.Rngs, quantizer: str = "vq", predict_delta: bool = False,
-               encoder_input: str = "frames",
+               encoder_input: str = "frames", encoder_context: str = "clip",
                dtype=jnp.float32, param_dtype=jnp.float32, remat: str = "none",
                scan_layers: bool = True, attention: str = "auto"):
     self.height, self.width, self.patch = height, width, patch
@@ -61,6 +65,9 @@ class LatentActionModel(nnx.Module):
     if encoder_input not in ENCODER_INPUTS:
       raise ValueError(f"unknown LAM encoder_input {encoder_input!r}; choose from {ENCODER_INPUTS}")
     self.encoder_input = encoder_input
+    if encoder_context not in ENCODER_CONTEXTS:
+      raise ValueError(f"unknown LAM encoder_context {encoder_context!r}; choose from {ENCODER_CONTEXTS}")
+    self.encoder_context = encoder_context
     enc_in = 2 * pixels if encoder_input == "frames_and_change" else pixels
     self.enc_patch = Dense(enc_in, dim, names=("patch", "embed"), dtype=dtype, **kw)
     self.action_slot = param(rngs, nnx.initializers.normal(0.02), (dim,), ("embed",), param_dtype)
@@ -92,6 +99,15 @@ class LatentActionModel(nnx.Module):
     return patching.patchify(patching.to_unit_float(video), self.patch)
 
   def _encode(self, patches: jax.Array):
+    if self.encoder_context == "transition":  # each a_t from the 2-frame clip (x_t, x_t+1) alone
+      b, t = patches.shape[:2]
+      pairs = jnp.stack([patches[:, :-1], patches[:, 1:]], axis=2)  # [B, T-1, 2, S, P]
+      q = self._encode_clip(pairs.reshape(b * (t - 1), 2, *patches.shape[2:]))
+      return jax.tree.map(lambda a: a if a.ndim == 0 else a.reshape(b, t - 1, *a.shape[2:]), q)
+    return self._encode_clip(patches)
+
+  def _encode_clip(self, patches: jax.Array):
+    """patches [B, T, S, P] -> the quantizer's output for a_0..a_T-2 ([B, T-1, ...])."""
     if self.encoder_input != "frames":  # frame t's change since frame t-1 (none for frame 0)
       change = jnp.concatenate([jnp.zeros_like(patches[:, :1]), patches[:, 1:] - patches[:, :-1]], axis=1)
       patches = change if self.encoder_input == "change" else jnp.concatenate([patches, change], axis=-1)

@@ -58,6 +58,42 @@ class VectorQuantizer(nnx.Module):
     return QuantizerOutput(quantized, indices, codebook_loss + self.commitment * commitment_loss, z)
 
 
+class CategoricalQuantizer(nnx.Module):
+  """K codes as a straight-through categorical: the latent [..., K] are logits, the code is
+  the one-hot of their argmax, and the gradient is that of the softmax. No codebook, so
+  nothing to collapse onto or re-seed; every code's logit gets a gradient on every step.
+  Its loss, `usage_weight` * (log K - H(mean softmax)), is 0 when the batch uses every code
+  equally and pushes against one code taking all (a batch-level term: each sample stays
+  free to pick one code). `normalized` holds the softmax probabilities.
+  """
+
+  def __init__(self, *, num_codes: int, usage_weight: float = 0.01):
+    self._num_codes = num_codes
+    self.usage_weight = usage_weight
+
+  @property
+  def num_codes(self) -> int:
+    return self._num_codes
+
+  @property
+  def code_dim(self) -> int:
+    return self._num_codes
+
+  def lookup(self, indices: jax.Array) -> jax.Array:
+    """int [...] -> one-hot codes [..., K] (float32)."""
+    return jax.nn.one_hot(indices, self._num_codes, dtype=jnp.float32)
+
+  def __call__(self, z: jax.Array) -> QuantizerOutput:
+    if z.shape[-1] != self._num_codes:
+      raise ValueError(f"categorical quantizer with {self._num_codes} codes got logits of width {z.shape[-1]}")
+    probs = jax.nn.softmax(z.astype(jnp.float32), axis=-1)
+    indices = jnp.argmax(probs, axis=-1).astype(jnp.int32)
+    quantized = self.lookup(indices) + probs - jax.lax.stop_gradient(probs)
+    mean = jnp.mean(probs.reshape(-1, self._num_codes), axis=0)
+    usage = jnp.log(float(self._num_codes)) + jnp.sum(mean * jnp.log(jnp.maximum(mean, 1e-9)))
+    return QuantizerOutput(quantized, indices, self.usage_weight * usage, probs)
+
+
 def code_usage(indices: jax.Array, num_codes: int) -> jax.Array:
   """How often each code was chosen: int32 [K]."""
   return jnp.zeros((num_codes,), jnp.int32).at[indices.reshape(-1)].add(1)
@@ -86,13 +122,14 @@ def reseed_dead_codes(codebook: jax.Array, age: jax.Array, candidates: jax.Array
   return jnp.where(dead[:, None], flat[picks], codebook), jnp.where(dead, 0, age)
 
 
-QUANTIZERS = ("vq", "fsq")
+QUANTIZERS = ("vq", "fsq", "categorical")
 
 
 def make_quantizer(*, kind: str, num_codes: int, latent_dim: int, fsq_levels, rngs: nnx.Rngs,
                    param_dtype=jnp.float32):
   """"vq": cosine VQ (the paper); "fsq": finite scalar quantization with `fsq_levels`,
-  whose product must be `num_codes` (the vocabulary the dynamics model predicts)."""
+  whose product must be `num_codes` (the vocabulary the dynamics model predicts);
+  "categorical": a straight-through softmax over `num_codes` (CategoricalQuantizer)."""
   if kind == "vq":
     return VectorQuantizer(num_codes=num_codes, code_dim=latent_dim, rngs=rngs, param_dtype=param_dtype)
   if kind == "fsq":
@@ -102,4 +139,6 @@ def make_quantizer(*, kind: str, num_codes: int, latent_dim: int, fsq_levels, rn
       raise ValueError(f"FSQ levels {tuple(fsq_levels)} give {q.num_codes} codes, but num_codes is "
                        f"{num_codes}: set num_codes to the product of the levels")
     return q
+  if kind == "categorical":
+    return CategoricalQuantizer(num_codes=num_codes)
   raise ValueError(f"unknown quantizer {kind!r}; choose from {QUANTIZERS}")

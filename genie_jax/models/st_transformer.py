@@ -111,6 +111,32 @@ class STBlock(nnx.Module):
     x = self._mlp(x)
     return (x, k, v) if return_kv else x
 
+  def forced(self, clean: jax.Array, masked: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Teacher forcing: clean, masked [B, T, S, D] -> both streams after the block.
+
+    The clean stream is exactly __call__. Frame t of the masked stream attends in time to
+    the CLEAN frames < t and to itself, so it is what `step` computes for frame t from a
+    cache of the true past: every frame of a clip is a training target at once, each with
+    the clean context that sampling gives it. The temporal axis is short (T <= 16), so
+    this attention, whose mask no fused kernel takes, runs on XLA.
+    """
+    b, t, s, d = clean.shape
+    both = self._spatial(jnp.concatenate([clean, masked], axis=0))
+    q, k, v = self.temporal.qkv(self.temporal_norm(both), name="temporal_qkv")  # [2B, T, S, N, Hd]
+    to_seq = lambda a: a.transpose(0, 2, 1, 3, 4).reshape(a.shape[0] * s, t, *a.shape[3:])
+    q, k, v = to_seq(q), to_seq(k), to_seq(v)  # [2B*S, T, N, Hd]: clean rows first
+    n = b * s
+    out_clean = self._attend(q[:n], k[:n], v[:n], causal=True)
+    # keys: the clean frames 0..T-1, then the masked frames; query t sees clean u < t and masked t
+    past = jnp.arange(t)[None, :] < jnp.arange(t)[:, None]
+    mask = jnp.concatenate([past, jnp.eye(t, dtype=bool)], axis=1)[None, None]  # [1, 1, T, 2T]
+    out_masked = jax.nn.dot_product_attention(
+        q[n:], jnp.concatenate([k[:n], k[n:]], axis=1), jnp.concatenate([v[:n], v[n:]], axis=1), mask=mask)
+    out = jnp.concatenate([out_clean, out_masked.astype(out_clean.dtype)], axis=0)
+    out = out.reshape(2 * b, s, t, *out.shape[2:]).transpose(0, 2, 1, 3, 4)
+    both = self._mlp(parallel.constrain(both + self.temporal.out(out).astype(both.dtype), ACT))
+    return both[:b], both[b:]
+
   def step(self, x: jax.Array, k_cache: jax.Array, v_cache: jax.Array, position: jax.Array):
     """One new frame at `position` against cached past frames.
 
@@ -197,6 +223,15 @@ class STTransformer(nnx.Module):
       body = jax.checkpoint(body, policy=REMAT_POLICIES[self.remat], prevent_cse=not self.scan_layers)
     x, _ = self._over_layers(body, x)
     return self.final_norm(x)
+
+  def forced(self, clean: jax.Array, masked: jax.Array) -> jax.Array:
+    """Teacher forcing (STBlock.forced): clean, masked [B, T, S, D] -> the masked stream's
+    output [B, T, S, D], frame t computed from the clean frames < t and masked frame t."""
+    body = lambda block, h: (block.forced(*h), None)
+    if self.remat != "none":
+      body = jax.checkpoint(body, policy=REMAT_POLICIES[self.remat], prevent_cse=not self.scan_layers)
+    (_, masked), _ = self._over_layers(body, (parallel.constrain(clean, ACT), parallel.constrain(masked, ACT)))
+    return self.final_norm(masked)
 
   def step(self, x: jax.Array, cache: KVCache, position: jax.Array):
     """One frame x [B, 1, S, D] at `position` -> (y [B, 1, S, D], KVCache of the new frame [L, B, 1, S, N, Hd])."""

@@ -34,30 +34,48 @@ def tokenizer_loss(model, batch: dict, rng: jax.Array):
   return metrics["loss"], (metrics, {"tokenizer": (counts, out.latents)})
 
 
-MASK_SCHEMES = ("all_frames", "one_frame")
+MASK_SCHEMES = ("all_frames", "one_frame", "teacher_forced")
 DYNAMICS_ACTIONS = ("lam", "true")
 
 
 def mask_tokens(rng: jax.Array, tokens: jax.Array, *, rate_min: float, rate_max: float,
-                scheme: str = "all_frames"):
-  """MaskGIT training mask: one rate ~ U(rate_min, rate_max) per sample, Bernoulli per token.
+                scheme: str = "all_frames", full_mask_prob: float = 0.0):
+  """MaskGIT training mask: one rate ~ U(rate_min, rate_max) per sample, Bernoulli per token;
+  with probability `full_mask_prob` the rate is 1 (the whole frame is masked).
 
   tokens int [B, T, S] -> bool mask [B, T, S]; frame 0 is never masked (it is the prompt).
   "all_frames" (the paper, Jasmine): the rate applies to frames 1..T-1 alike, so most of
   the context of a masked frame is masked too. "one_frame": one frame k in 1..T-1 per
   sample is masked and every other frame is whole, which is exactly what sampling asks
-  of the model (a clean past, a masked next frame).
+  of the model (a clean past, a masked next frame), but one frame in T is a target.
+  "teacher_forced": every frame 1..T-1 gets its own rate and is predicted from the clean
+  frames before it (DynamicsModel.teacher_forced): what sampling asks, T-1 targets per
+  clip, for twice the compute.
+
+  Why whole frames: a frame partly visible shows where the sprite went, so the model can
+  copy that from its neighbours and never needs the action; sampling's first step, which
+  lays the frame out, sees nothing of it (README, "A world that obeys its actions").
   """
   if scheme not in MASK_SCHEMES:
     raise ValueError(f"unknown mask scheme {scheme!r}; choose from {MASK_SCHEMES}")
-  rate_key, mask_key, frame_key = jax.random.split(rng, 3)
+  rate_key, mask_key, frame_key, full_key = jax.random.split(rng, 4)
   b, t = tokens.shape[:2]
-  rate = jax.random.uniform(rate_key, (b, 1, 1), minval=rate_min, maxval=rate_max)
+  rate_shape = (b, t, 1) if scheme == "teacher_forced" else (b, 1, 1)
+  rate = jax.random.uniform(rate_key, rate_shape, minval=rate_min, maxval=rate_max)
+  rate = jnp.where(jax.random.uniform(full_key, rate_shape) < full_mask_prob, 1.0, rate)
   mask = jax.random.uniform(mask_key, tokens.shape) < rate
   if scheme == "one_frame":
     target = jax.random.randint(frame_key, (b, 1, 1), 1, t)
     mask = mask & (jnp.arange(t)[None, :, None] == target)
   return mask.at[:, 0].set(False)
+
+
+def dynamics_logits(dynamics, tokens: jax.Array, mask: jax.Array, actions: jax.Array, *, scheme: str):
+  """Logits [B, T, S, K] of the dynamics model for the tokens under `mask` (mask_tokens)."""
+  masked = jnp.where(mask, dynamics.mask_id, tokens)
+  if scheme == "teacher_forced":
+    return dynamics.teacher_forced(tokens, masked, actions)
+  return dynamics(masked, actions)
 
 
 def masked_token_loss(logits, targets, mask):
@@ -71,7 +89,7 @@ def masked_token_loss(logits, targets, mask):
 
 def lam_dynamics_loss(model, batch: dict, rng: jax.Array, *, tokenizer, lam_weight: float,
                       rate_min: float, rate_max: float, mask_scheme: str = "all_frames",
-                      dynamics_actions: str = "lam"):
+                      full_mask_prob: float = 0.0, dynamics_actions: str = "lam"):
   video = patching.to_unit_float(batch["frames"])
   lam_out = model.lam(video)
   lam_mse = jnp.mean(jnp.square(lam_out.prediction - video[:, 1:]))
@@ -85,8 +103,9 @@ def lam_dynamics_loss(model, batch: dict, rng: jax.Array, *, tokenizer, lam_weig
   else:
     raise ValueError(f"unknown dynamics_actions {dynamics_actions!r}; choose from {DYNAMICS_ACTIONS}")
   actions = dynamics_lib.frame_actions(transition_actions, num_actions)
-  mask = mask_tokens(rng, tokens, rate_min=rate_min, rate_max=rate_max, scheme=mask_scheme)
-  logits = model.dynamics(jnp.where(mask, model.dynamics.mask_id, tokens), actions)
+  mask = mask_tokens(rng, tokens, rate_min=rate_min, rate_max=rate_max, scheme=mask_scheme,
+                     full_mask_prob=full_mask_prob)
+  logits = dynamics_logits(model.dynamics, tokens, mask, actions, scheme=mask_scheme)
   ce, acc = masked_token_loss(logits, tokens, mask)
   counts = quantizer.code_usage(lam_out.actions, num_actions)
   loss = ce + lam_weight * (lam_mse + lam_out.vq_loss)

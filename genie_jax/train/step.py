@@ -42,6 +42,7 @@ def make_loss_fn(config, graphdef, tokenizer_graphdef=None):
         model, batch, rng, tokenizer=nnx.merge(tokenizer_graphdef, frozen),
         lam_weight=config.lam.weight, rate_min=config.dynamics.mask_rate_min,
         rate_max=config.dynamics.mask_rate_max, mask_scheme=config.dynamics.get("mask_scheme", "all_frames"),
+        full_mask_prob=config.dynamics.get("full_mask_prob", 0.0),
         dynamics_actions=config.train.get("dynamics_actions", "lam"))
   return loss_fn
 
