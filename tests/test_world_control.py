@@ -2,7 +2,7 @@
 
 genie_jax/train/occupancy_control.py trains it on the TRUE actions over occupancy tokens
 (an exact function of where the sprite is), so this measures the dynamics model and its
-training alone, in about a minute. With the recipe's training (every frame a target from
+training alone, in about two minutes. With the recipe's training (every frame a target from
 its true past, masked whole) it predicts the tokens a move changes far better with the
 true actions than with random ones; with the previous recipe's (one masked frame per clip
 at a rate U(0.5, 1)) the same budget gave no such gap, so this test fails on it (README,

@@ -3,7 +3,7 @@ actions over its occupancy tokens (data_pipelines.sprites.occupancy_tokens, an e
 function of where the sprite is, no tokenizer to learn), then scored on held-out clips:
 next-frame accuracy on the tokens a move changes, with the true actions and with random
 ones. It isolates the dynamics model and its training (masking, conditioning) from the
-tokenizer and the LAM, in about a minute on CPU. Used by tests/test_world_control.py and
+tokenizer and the LAM, in about two minutes on CPU. Used by tests/test_world_control.py and
 `python scripts/dynamics_probe.py --tokens occupancy`.
 """
 from __future__ import annotations
