@@ -22,7 +22,6 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import nnx
 
 from data_pipelines import loader
@@ -30,16 +29,8 @@ from experiments import sprites
 from genie_jax import parallel, sampling
 from genie_jax.evals import run as eval_run
 from genie_jax.models import build, dynamics as dynamics_lib, patching
-from genie_jax.train import checkpoints, losses, occupancy_control, state as state_lib
-from lam_probe import _override  # scripts/ is on sys.path when run as a script
-
-
-def _token_accuracies(predicted, tokens):
-  """predicted int [B, T-1, S] next frames, tokens int [B, T, S] -> (all, changed, copy)."""
-  target, previous = tokens[:, 1:], tokens[:, :-1]
-  changed = target != previous
-  return (float(np.mean(predicted == target)), float(np.mean(predicted[changed] == target[changed])),
-          float(np.mean(previous == target)), float(np.mean(changed)))
+from genie_jax.train import checkpoints, occupancy_control, state as state_lib
+from lam_probe import apply_override  # scripts/ is on sys.path when run as a script
 
 
 def main():
@@ -56,7 +47,7 @@ def main():
   c = sprites.get_config("lam_dynamics")
   if args.tokens == "occupancy":
     for assignment in args.set:
-      _override(c, assignment)
+      apply_override(c, assignment)
     started = time.perf_counter()
     true, random = occupancy_control.train_and_measure(c, steps=args.steps, seed=c.seed)
     print(f"occupancy tokens, {args.steps} steps, dynamics {dict(c.dynamics)} lr {c.optim.lr}: on the "
@@ -68,7 +59,7 @@ def main():
   c.data.data_dir = args.data_dir
   c.tokenizer = checkpoints.read_config(args.tokenizer_workdir).tokenizer
   for assignment in args.set:
-    _override(c, assignment)
+    apply_override(c, assignment)
   mesh = parallel.make_mesh(data=1, devices=jax.devices()[:1])
   tok_graphdef, tok_params, _ = checkpoints.load_frozen_tokenizer(c, mesh, args.tokenizer_workdir)
   encode = jax.jit(lambda video: nnx.merge(tok_graphdef, tok_params).encode(patching.to_unit_float(video)))
@@ -93,21 +84,7 @@ def main():
   tx = state_lib.make_optimizer(c.optim, args.steps)
   opt_state = tx.init(params)
   num_actions = model.num_actions
-
-  def loss_fn(params, tokens, actions, key):
-    dyn = nnx.merge(graphdef, params)
-    mask = losses.mask_tokens(key, tokens, rate_min=c.dynamics.mask_rate_min,
-                              rate_max=c.dynamics.mask_rate_max, scheme=c.dynamics.mask_scheme,
-                              full_mask_prob=c.dynamics.full_mask_prob)
-    logits = losses.dynamics_logits(dyn, tokens, mask, dynamics_lib.frame_actions(actions, num_actions),
-                                    scheme=c.dynamics.mask_scheme)
-    return losses.masked_token_loss(logits, tokens, mask)
-
-  @jax.jit
-  def train_step(params, opt_state, tokens, actions, key):
-    (ce, acc), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, tokens, actions, key)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, ce, acc
+  train_step = occupancy_control.make_dynamics_step(c, graphdef, tx)
 
   @jax.jit
   def predict(params, tokens, actions):
@@ -122,9 +99,9 @@ def main():
     params, opt_state, ce, acc = train_step(params, opt_state, jnp.asarray(train_tokens[idx]),
                                             jnp.asarray(train_actions[idx]), jax.random.key(step))
     if step % args.every == 0 or step == args.steps:
-      true_all, true_changed, copy, changed = _token_accuracies(
+      true_all, true_changed, copy, changed = occupancy_control.token_accuracies(
           np.asarray(predict(params, val_tokens, val_actions)), val_tokens)
-      rand_all, rand_changed, _, _ = _token_accuracies(
+      rand_all, rand_changed, _, _ = occupancy_control.token_accuracies(
           np.asarray(predict(params, val_tokens, random_actions)), val_tokens)
       print(f"step {step:5d}  train CE {float(ce):.3f} acc {float(acc):.3f} | held-out next frame: "
             f"true actions {true_all:.3f} random {rand_all:.3f} copy {copy:.3f} | on the "

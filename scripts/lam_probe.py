@@ -32,7 +32,7 @@ from genie_jax.models import build, patching, quantizer
 from genie_jax.train import state as state_lib
 
 
-def _override(config, assignment: str):
+def apply_override(config, assignment: str):
   key, value = assignment.split("=", 1)
   *parents, leaf = key.split(".")
   node = config
@@ -63,7 +63,7 @@ def main():
   c = sprites.get_config("lam_dynamics")
   c.data.data_dir = args.data_dir
   for assignment in args.set:
-    _override(c, assignment)
+    apply_override(c, assignment)
   mesh = parallel.make_mesh(data=1, devices=jax.devices()[:1])
   lam = build.make_lam(c, nnx.Rngs(c.seed))
   graphdef, params = nnx.split(lam, nnx.Param)

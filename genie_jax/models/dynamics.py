@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from genie_jax.models import fsq
 from genie_jax.models.layers import Dense, Embed, PositionalEmbedding
 from genie_jax.models.st_transformer import KVCache, STTransformer
 
@@ -36,10 +37,8 @@ TOKEN_HEADS = ("joint", "fsq_digits")
 
 
 def code_digits(levels) -> np.ndarray:
-  """int [K, d]: the FSQ digits of every code index (mixed radix, first level fastest,
-  as genie_jax/models/fsq.py numbers them)."""
-  basis = np.cumprod((1,) + tuple(levels[:-1]))
-  return (np.arange(int(np.prod(levels)))[:, None] // basis) % np.asarray(levels)
+  """int [K, d]: the FSQ digits of every code index, as genie_jax/models/fsq.py numbers them."""
+  return fsq.digits(np.arange(int(np.prod(levels))), levels)
 
 
 def frame_actions(transition_actions: jax.Array, num_actions: int) -> jax.Array:

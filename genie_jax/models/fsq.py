@@ -19,6 +19,13 @@ from flax import nnx
 from genie_jax.models.quantizer import QuantizerOutput
 
 
+def digits(indices, levels: Sequence[int]):
+  """Code indices int [...] -> their FSQ digits [..., d] (mixed radix, first level fastest:
+  index = sum_i digit_i * prod(levels[:i])). Works on NumPy and JAX arrays alike."""
+  basis = np.cumprod((1,) + tuple(levels[:-1]))
+  return (indices[..., None] // basis) % np.asarray(levels)
+
+
 class FiniteScalarQuantizer(nnx.Module):
   def __init__(self, *, levels: Sequence[int]):
     levels = tuple(int(l) for l in levels)
@@ -53,13 +60,11 @@ class FiniteScalarQuantizer(nnx.Module):
     bounded = self._bound(z.astype(jnp.float32))
     rounded = bounded + jax.lax.stop_gradient(jnp.round(bounded) - bounded)
     half_width = jnp.asarray(self.half_width, jnp.float32)
-    digits = jnp.round(jax.lax.stop_gradient(rounded)).astype(jnp.int32) + jnp.asarray(self.half_width, jnp.int32)
-    indices = jnp.sum(digits * jnp.asarray(self.basis, jnp.int32), axis=-1)
+    level_ids = jnp.round(jax.lax.stop_gradient(rounded)).astype(jnp.int32) + jnp.asarray(self.half_width, jnp.int32)
+    indices = jnp.sum(level_ids * jnp.asarray(self.basis, jnp.int32), axis=-1)
     return QuantizerOutput(rounded / half_width, indices, jnp.zeros((), jnp.float32), bounded / half_width)
 
   def lookup(self, indices: jax.Array) -> jax.Array:
     """int [...] -> code values [..., d] (float32)."""
-    levels = jnp.asarray(self.levels, jnp.int32)
-    digits = (indices[..., None] // jnp.asarray(self.basis, jnp.int32)) % levels
     half_width = jnp.asarray(self.half_width, jnp.float32)
-    return (digits.astype(jnp.float32) - half_width) / half_width
+    return (digits(indices, self.levels).astype(jnp.float32) - half_width) / half_width

@@ -217,19 +217,20 @@ class STTransformer(nnx.Module):
 
       x, (k, v) = self._over_layers(body_kv, x)
       return self.final_norm(x), KVCache(k, v)
-    body = lambda block, h: (block(h), None)
-    if self.remat != "none":
-      # CSE cannot undo remat across scan iterations; in an unrolled loop it could
-      body = jax.checkpoint(body, policy=REMAT_POLICIES[self.remat], prevent_cse=not self.scan_layers)
-    x, _ = self._over_layers(body, x)
+    x, _ = self._over_layers(self._rematerialised(lambda block, h: (block(h), None)), x)
     return self.final_norm(x)
+
+  def _rematerialised(self, body):
+    """body wrapped in the stack's remat policy (unchanged for "none")."""
+    if self.remat == "none":
+      return body
+    # CSE cannot undo remat across scan iterations; in an unrolled loop it could
+    return jax.checkpoint(body, policy=REMAT_POLICIES[self.remat], prevent_cse=not self.scan_layers)
 
   def forced(self, clean: jax.Array, masked: jax.Array) -> jax.Array:
     """Teacher forcing (STBlock.forced): clean, masked [B, T, S, D] -> the masked stream's
     output [B, T, S, D], frame t computed from the clean frames < t and masked frame t."""
-    body = lambda block, h: (block.forced(*h), None)
-    if self.remat != "none":
-      body = jax.checkpoint(body, policy=REMAT_POLICIES[self.remat], prevent_cse=not self.scan_layers)
+    body = self._rematerialised(lambda block, h: (block.forced(*h), None))
     (_, masked), _ = self._over_layers(body, (parallel.constrain(clean, ACT), parallel.constrain(masked, ACT)))
     return self.final_norm(masked)
 

@@ -34,11 +34,41 @@ def _clips(first_seed: int, episodes: int):
   return np.stack(tokens), np.stack(actions)
 
 
+def token_accuracies(predicted: np.ndarray, tokens: np.ndarray):
+  """predicted int [B, T-1, S] next frames, tokens int [B, T, S] -> (accuracy on all tokens,
+  on the tokens that change, of copying the previous frame, the share that changes)."""
+  target, previous = tokens[:, 1:], tokens[:, :-1]
+  changed = target != previous
+  return (float(np.mean(predicted == target)), float(np.mean(predicted[changed] == target[changed])),
+          float(np.mean(previous == target)), float(np.mean(changed)))
+
+
+def make_dynamics_step(config, graphdef, tx):
+  """The dynamics model alone, on given actions: a jitted (params, opt_state, tokens int
+  [B, T, S], transition actions int [B, T-1], key) -> (params, opt_state, CE, accuracy)
+  with the config's masking (scripts/dynamics_probe.py uses it too)."""
+  d = config.dynamics
+
+  def loss_fn(params, tokens, actions, key):
+    model = nnx.merge(graphdef, params)
+    mask = losses.mask_tokens(key, tokens, rate_min=d.mask_rate_min, rate_max=d.mask_rate_max,
+                              scheme=d.mask_scheme, full_mask_prob=d.get("full_mask_prob", 0.0))
+    logits = losses.dynamics_logits(model, tokens, mask, dynamics_lib.frame_actions(actions, model.num_actions),
+                                    scheme=d.mask_scheme)
+    return losses.masked_token_loss(logits, tokens, mask)
+
+  @jax.jit
+  def step(params, opt_state, tokens, actions, key):
+    (ce, acc), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, tokens, actions, key)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, ce, acc
+  return step
+
+
 def _changed_token_accuracy(dyn, tokens, actions):
   predicted = np.asarray(sampling.next_frame_predictions(
       dyn, jnp.asarray(tokens), dynamics_lib.frame_actions(jnp.asarray(actions), dyn.num_actions)))
-  changed = tokens[:, 1:] != tokens[:, :-1]
-  return float(np.mean(predicted[changed] == tokens[:, 1:][changed]))
+  return token_accuracies(predicted, tokens)[1]
 
 
 def train_and_measure(config, *, steps: int = 600, batch_size: int = 16, seed: int = 0):
@@ -48,35 +78,19 @@ def train_and_measure(config, *, steps: int = 600, batch_size: int = 16, seed: i
   c.data.window = WINDOW
   c.tokenizer.update(quantizer="vq", num_codes=(PATCH + 1) ** 2, patch=PATCH)  # occupancy codes
   c.dynamics.token_head = "joint"
-  mask_scheme, full_mask_prob = c.dynamics.mask_scheme, c.dynamics.get("full_mask_prob", 0.0)
   train_tokens, train_actions = _clips(0, 150)
   val_tokens, val_actions = _clips(10_000, 16)
   dyn = build.make_dynamics(c, nnx.Rngs(seed))
   graphdef, params = nnx.split(dyn, nnx.Param)
   tx = state_lib.make_optimizer(c.optim, steps)
   opt_state = tx.init(params)
-
-  @jax.jit
-  def step(params, opt_state, tokens, actions, key):
-    def loss_fn(p):
-      model = nnx.merge(graphdef, p)
-      mask = losses.mask_tokens(key, tokens, rate_min=c.dynamics.mask_rate_min, rate_max=c.dynamics.mask_rate_max,
-                                scheme=mask_scheme, full_mask_prob=full_mask_prob)
-      logits = losses.dynamics_logits(model, tokens, mask, dynamics_lib.frame_actions(actions, model.num_actions),
-                                      scheme=mask_scheme)
-      return losses.masked_token_loss(logits, tokens, mask)[0]
-    grads = jax.grad(loss_fn)(params)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state
-
+  step = make_dynamics_step(c, graphdef, tx)
   rng = np.random.default_rng(seed)
   for i in range(steps):
     idx = rng.integers(0, len(train_tokens), size=batch_size)
-    params, opt_state = step(params, opt_state, jnp.asarray(train_tokens[idx]), jnp.asarray(train_actions[idx]),
-                             jax.random.key(i))
+    params, opt_state, _, _ = step(params, opt_state, jnp.asarray(train_tokens[idx]),
+                                   jnp.asarray(train_actions[idx]), jax.random.key(i))
   model = nnx.merge(graphdef, params)
   random_actions = rng.integers(0, model.num_actions, size=val_actions.shape).astype(np.int32)
   return (_changed_token_accuracy(model, val_tokens, val_actions),
           _changed_token_accuracy(model, val_tokens, random_actions))
-
-
