@@ -32,8 +32,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.lam = ml_collections.ConfigDict(dict(
       patch=16, dim=512, enc_blocks=4, dec_blocks=4, num_heads=8, num_actions=6, latent_dim=32,
       dead_code_steps=100, weight=1.0,
+      # the paper: vq, pixels, whole frames, the whole clip, unshifted (lam.py; README, "A
+      # world that obeys its actions")
       quantizer="vq", predict_delta=False, encoder_input="frames",
-      encoder_context="clip"))      # clip: the paper; transition: a_t from (x_t, x_t+1) alone  # the paper: vq, pixels (README: "Why the LAM collapsed")
+      encoder_context="clip",       # clip: the paper; transition: a_t from (x_t, x_t+1) alone
+      encoder_shift=False,          # True: the encoder reads training clips randomly shifted
+      soft_weight=0.0))             # > 0: the decoder also learns from the continuous latent
   c.dynamics = ml_collections.ConfigDict(dict(
       dim=512, num_blocks=6, num_heads=8, head_dim=0, action_conditioning="token",
       mask_rate_min=0.5, mask_rate_max=1.0, full_mask_prob=0.0,  # P(a target frame is masked whole)

@@ -28,14 +28,19 @@ def get_config(arg: str = "tokenizer"):
   c.tokenizer.update(patch=8, enc_dim=64, enc_blocks=2, enc_heads=4, dec_dim=64, dec_blocks=2,
                      dec_heads=4, num_codes=1000, latent_dim=16, quantizer="fsq", fsq_levels=(8, 5, 5, 5),
                      encoder="frame")
+  # the LAM reads the change, from a random shift of the clip, into a straight-through
+  # categorical, and predicts the change from the code and from its probabilities (lam.py,
+  # quantizer.py; README)
   c.lam.update(patch=16, dim=64, enc_blocks=2, dec_blocks=2, num_heads=4, num_actions=5,
-               latent_dim=16, dead_code_steps=20, quantizer="vq", predict_delta=True, encoder_input="change")
+               latent_dim=16, dead_code_steps=20, quantizer="categorical", predict_delta=True,
+               encoder_input="change", encoder_shift=True, soft_weight=1.0)
   # every frame a target with its true past, masked whole, one softmax per FSQ channel
   c.dynamics.update(dim=64, num_blocks=2, num_heads=4, mask_scheme="teacher_forced",
                     full_mask_prob=1.0, token_head="fsq_digits")
   if arg.startswith("paper"):
     c.tokenizer.update(num_codes=64, quantizer="vq", dead_code_steps=10, encoder="video")
-    c.lam.update(predict_delta=False, encoder_input="frames")
+    c.lam.update(quantizer="vq", predict_delta=False, encoder_input="frames", encoder_shift=False,
+                 soft_weight=0.0)
     c.dynamics.update(mask_scheme="all_frames", full_mask_prob=0.0, token_head="joint")
   c.sampling.steps = 1  # trained on whole masked frames, it lays out a frame in one pass (README)
   c.optim.update(lr=3e-3 if c.phase == "lam_dynamics" else 1e-3, warmup_steps=50)

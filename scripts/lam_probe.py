@@ -29,7 +29,8 @@ from genie_jax import parallel
 from genie_jax.evals import action_metrics
 from genie_jax.evals import run as eval_run
 from genie_jax.models import build, patching, quantizer
-from genie_jax.train import state as state_lib
+from genie_jax.models.lam import LAMOutput
+from genie_jax.train import losses, state as state_lib
 
 
 def apply_override(config, assignment: str):
@@ -40,15 +41,6 @@ def apply_override(config, assignment: str):
     node = node[p]
   old = node[leaf]
   node[leaf] = value if isinstance(old, str) else type(old)(ast.literal_eval(value))
-
-
-def _decode_with(lam, patches, codes):
-  """The LAM decoder on x_<=t with the given action codes [B, T-1, C] -> predicted x_t+1."""
-  x = lam.dec_pos(lam.dec_patch(patches[:, :-1])) + lam.action_in(codes)[:, :, None, :]
-  pixels = lam.patch_out(lam.decoder(x)).astype(jnp.float32)
-  if lam.predict_delta:
-    pixels = pixels + patches[:, :-1]
-  return patching.unpatchify(pixels, patch=lam.patch, height=lam.height, width=lam.width)
 
 
 def main():
@@ -71,23 +63,26 @@ def main():
   opt_state = tx.init(params)
   reseed = c.lam.quantizer == "vq" and c.lam.dead_code_steps and not args.oracle
 
-  def forward(params, video, true_actions):
+  soft_weight = 0.0 if args.oracle else c.lam.get("soft_weight", 0.0)
+
+  def forward(params, video, true_actions, shift_rng=None):
     model = nnx.merge(graphdef, params)
     if not args.oracle:
-      out = model(video)
-      return out.prediction, out.actions, out.vq_loss, out.latents
+      return model(video, shift_rng=shift_rng, soft=soft_weight > 0)
     patches = model._patches(video)  # pylint: disable=protected-access
     q = model._encode(patches)  # pylint: disable=protected-access
-    return _decode_with(model, patches, model.quantizer.lookup(true_actions)), q.indices, 0.0, q.normalized
+    return LAMOutput(model.decode(patches, model.quantizer.lookup(true_actions)), q.indices, jnp.zeros(()),
+                     q.normalized)
 
-  def loss_fn(params, video, true_actions):
-    prediction, actions, vq_loss, latents = forward(params, video, true_actions)
-    mse = jnp.mean(jnp.square(prediction - video[:, 1:]))
-    return mse + vq_loss, (mse, actions, latents)
+  def loss_fn(params, video, true_actions, shift_rng):
+    out = forward(params, video, true_actions, shift_rng)
+    loss, mse, _ = losses.lam_loss(out, video, soft_weight=soft_weight)
+    return loss, (mse, out.actions, out.latents)
 
   @jax.jit
   def train_step(params, opt_state, age, video, true_actions, key):
-    (_, (mse, actions, latents)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, video, true_actions)
+    (_, (mse, actions, latents)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        params, video, true_actions, jax.random.fold_in(key, 1))
     updates, opt_state = tx.update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
     age = quantizer.update_code_age(age, quantizer.code_usage(actions, lam.num_actions))
@@ -98,8 +93,8 @@ def main():
 
   @jax.jit
   def probe(params, video, true_actions):
-    prediction, actions, _, latents = forward(params, video, true_actions)
-    return actions, jnp.mean(jnp.square(prediction - video[:, 1:])), latents
+    out = forward(params, video, true_actions)
+    return out.actions, jnp.mean(jnp.square(out.prediction - video[:, 1:])), out.latents
 
   val = next(eval_run.evaluation_batches(c, batch_size=64))
   video = patching.to_unit_float(jnp.asarray(val["frames"]))
@@ -129,6 +124,8 @@ def main():
             f"accuracy {action_metrics.best_mapping_accuracy(table):.3f}  "
             f"NMI {action_metrics.normalized_mutual_information(table):.3f}  "
             f"({time.perf_counter() - started:.0f} s)", flush=True)
+  print("held-out codes (rows) against true actions (columns: " + ", ".join(sprite_world.ACTION_NAMES) + "):")
+  print(table)
 
 
 if __name__ == "__main__":

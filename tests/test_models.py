@@ -11,6 +11,7 @@ from experiments import coinrun, platformers, sprites, tiny
 from genie_jax import params as param_counts
 from genie_jax.models import build, dynamics, patching, quantizer
 from genie_jax.models import attention
+from genie_jax.models import lam as lam_lib
 from genie_jax.models.st_transformer import STBlock, STTransformer
 
 
@@ -271,6 +272,7 @@ def test_categorical_quantizer_is_a_straight_through_one_hot_with_a_usage_loss()
 def test_lam_reading_change_gives_no_change_the_zero_latent():
   cfg = sprites.get_config("lam_dynamics")
   assert cfg.lam.encoder_input == "change"
+  cfg.lam.quantizer = "vq"  # its `latents` are the encoder's (the categorical's are probabilities)
   lam = build.make_lam(cfg, nnx.Rngs(0))
   still = jnp.broadcast_to(jax.random.uniform(jax.random.key(0), (1, 1, 64, 64, 3)), (2, 5, 64, 64, 3))
   moving = jax.random.uniform(jax.random.key(1), (2, 5, 64, 64, 3))
@@ -293,6 +295,64 @@ def test_lam_transition_context_reads_each_action_from_its_two_frames(encoder_in
     other = lam(video.at[:, frame].set(0.5)).latents
     moved = np.abs(np.asarray(other - latents)).max(axis=(0, 2)) > 1e-5
     np.testing.assert_array_equal(moved, [t in (frame - 1, frame) for t in range(4)])
+
+
+def test_random_shift_rolls_each_clip_by_one_offset_for_all_its_frames():
+  video = jax.random.uniform(jax.random.key(0), (4, 3, 8, 8, 3))
+  shifted = np.asarray(lam_lib.random_shift(video, jax.random.key(1)))
+  offsets = []
+  for clip, out in zip(np.asarray(video), shifted):
+    found = [(r, c) for r in range(8) for c in range(8)
+             if np.array_equal(np.roll(clip, (r, c), axis=(1, 2)), out)]
+    assert len(found) == 1  # one circular shift explains every frame of the clip
+    offsets.append(found[0])
+  assert len(set(offsets)) > 1  # each clip draws its own
+
+
+def test_lam_encoder_shift_reads_a_shifted_clip_in_training_and_the_clip_itself_in_inference():
+  cfg = sprites.get_config("lam_dynamics")
+  assert cfg.lam.encoder_shift
+  lam = build.make_lam(cfg, nnx.Rngs(0))
+  video = jax.random.uniform(jax.random.key(0), (4, 4, 64, 64, 3))
+  key = jax.random.key(3)
+  trained = lam(video, shift_rng=key)
+  np.testing.assert_array_equal(trained.actions, lam.infer_actions(lam_lib.random_shift(video, key)))
+  np.testing.assert_array_equal(lam(video).actions, lam.infer_actions(video))  # no rng: unshifted
+  assert not np.array_equal(trained.actions, lam(video).actions)
+  # the decoder still predicts the clip as it is: from the unshifted x_t (its zero output
+  # layer copies x_t)
+  np.testing.assert_allclose(trained.prediction, video[:, :-1], atol=1e-6)
+
+
+def test_categorical_offset_gives_standing_still_a_code_of_its_own():
+  q = quantizer.make_quantizer(kind="categorical", num_codes=4, latent_dim=0, fsq_levels=(), rngs=nnx.Rngs(0))
+  q.offset[...] = jnp.array([0.0, 0.0, 1.0, 0.0])
+  np.testing.assert_array_equal(q(jnp.zeros((3, 4))).indices, [2, 2, 2])  # latent 0 -> argmax of the offset
+  np.testing.assert_array_equal(q(jnp.array([[0.0, 2.0, 0.0, 0.0]])).indices, [1])
+
+
+def test_lam_soft_decoding_agrees_with_the_hard_one_when_the_code_is_certain_and_joins_the_loss():
+  from genie_jax.train import losses
+  cfg = sprites.get_config("lam_dynamics")
+  assert cfg.lam.quantizer == "categorical" and cfg.lam.soft_weight > 0
+  lam = build.make_lam(cfg, nnx.Rngs(0))
+  kernel = lam.patch_out.kernel
+  kernel[...] = 0.05 * jax.random.normal(jax.random.key(1), kernel[...].shape)  # the code matters
+  video = jax.random.uniform(jax.random.key(0), (2, 4, 64, 64, 3))
+  unsure = lam(video, soft=True)
+  assert not np.allclose(unsure.soft_prediction, unsure.prediction, atol=1e-4)  # probabilities != one-hot
+  lam.quantizer.offset[...] = jnp.array([60.0, 0, 0, 0, 0])  # every probability on code 0
+  sure = lam(video, soft=True)
+  np.testing.assert_array_equal(sure.actions, 0)
+  np.testing.assert_allclose(sure.soft_prediction, sure.prediction, atol=1e-5)
+  assert lam(video).soft_prediction is None
+  # the objective: MSE + weight * soft MSE + the quantizer's loss
+  target = np.asarray(video[:, 1:])
+  mse = np.mean((np.asarray(unsure.prediction) - target) ** 2)
+  soft = np.mean((np.asarray(unsure.soft_prediction) - target) ** 2)
+  loss, got_mse, got_soft = losses.lam_loss(unsure, video, soft_weight=0.5)
+  np.testing.assert_allclose([got_mse, got_soft], [mse, soft], rtol=1e-5)
+  np.testing.assert_allclose(loss, mse + 0.5 * soft + float(unsure.vq_loss), rtol=1e-5)
 
 
 def test_lam_predicting_the_change_starts_from_the_previous_frame():

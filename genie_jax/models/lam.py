@@ -24,6 +24,26 @@ sprite clips): the slot's own embedding, the time position and the background ca
 them, and the VQ sends every clip to one code. Reading the change, measured from
 standing still, the cosine is 0.07 and what differs between latents is the motion
 (README, "A world that obeys its actions").
+
+`encoder_shift` (on in experiments/sprites.py; not in the paper): in training the encoder
+reads the clip circularly shifted by a random (rows, columns) offset, one per clip, while
+the decoder still predicts the clip as it is. Without it the latent is free to say
+*where* the change happened (the sprite's new place, or its offset within a patch); the
+decoder, which sees x_t, reads the move off that just as well, and 5 codes of "where"
+follow the true actions hardly at all. A 2-d continuous latent measured on the sprite
+world (README) lies on two rings, one for horizontal and one for vertical moves, with
+the direction spread around each ring by position. Shifted at random, where the change
+happened says nothing about the clip the decoder predicts; only what happened does.
+Inference (`infer_actions`) reads the clip unshifted.
+
+`soft=True` in training (`lam.soft_weight` > 0 in the config; on in experiments/sprites.py,
+not in the paper): the decoder runs twice, once on the quantized action (as the paper) and
+once on the quantizer's continuous counterpart of it (`latents`: the categorical's
+probabilities, the VQ's normalised encoder output, FSQ's value before rounding), and both
+predictions are trained. Through the hard code alone the encoder learns only which code to
+pick, by a straight-through guess, and moves settle on a code they share (a move on the
+code of "stay", two codes for one move); through the continuous one it learns as an
+autoencoder does, and the measured codes follow the actions (README).
 """
 from __future__ import annotations
 
@@ -48,6 +68,14 @@ class LAMOutput(NamedTuple):
   actions: jax.Array     # int32 [B, T-1]: a_t for transitions x_t -> x_t+1
   vq_loss: jax.Array
   latents: jax.Array     # [B, T-1, C] normalised pre-quantization actions
+  soft_prediction: jax.Array | None = None  # x_2..x_T predicted from `latents` (soft=True)
+
+
+def random_shift(video: jax.Array, rng: jax.Array) -> jax.Array:
+  """video [B, T, H, W, C] -> each clip rolled (circularly) by its own random (rows,
+  columns) offset, the same for all its frames."""
+  offsets = jax.random.randint(rng, (video.shape[0], 2), 0, jnp.array(video.shape[2:4]))
+  return jax.vmap(lambda clip, o: jnp.roll(clip, (o[0], o[1]), axis=(1, 2)))(video, offsets)
 
 
 class LatentActionModel(nnx.Module):
@@ -56,7 +84,8 @@ class LatentActionModel(nnx.Module):
                latent_dim: int, rngs: nnx.Rngs, quantizer: str = "vq", predict_delta: bool = False,
                encoder_input: str = "frames", encoder_context: str = "clip",
                dtype=jnp.float32, param_dtype=jnp.float32, remat: str = "none",
-               scan_layers: bool = True, attention: str = "auto"):
+               scan_layers: bool = True, attention: str = "auto", encoder_shift: bool = False):
+    self.encoder_shift = encoder_shift
     self.height, self.width, self.patch = height, width, patch
     grid = patching.token_grid(height, width, patch)
     tokens = grid[0] * grid[1]
@@ -128,17 +157,26 @@ class LatentActionModel(nnx.Module):
     # slot output at frame t+1 (sees x_<=t+1) -> a_t
     return self.to_latent(x[:, 1:, -1])
 
-  def __call__(self, video: jax.Array) -> LAMOutput:
-    """video [B, T, H, W, 3] -> predictions of x_2..x_T from x_<=t and a_t."""
-    patches = self._patches(video)
-    q = self._encode(patches)
+  def decode(self, patches: jax.Array, codes: jax.Array) -> jax.Array:
+    """patches of x_1..x_T [B, T, S, P], actions [B, T-1, C] -> predicted x_2..x_T [B, T-1, H, W, 3]."""
     x = self.dec_pos(self.dec_patch(patches[:, :-1]))
-    x = x + self.action_in(q.quantized.astype(self.dtype))[:, :, None, :]
+    x = x + self.action_in(codes.astype(self.dtype))[:, :, None, :]
     pixels = self.patch_out(self.decoder(x)).astype(jnp.float32)
     if self.predict_delta:
       pixels = pixels + patches[:, :-1]
-    prediction = patching.unpatchify(pixels, patch=self.patch, height=self.height, width=self.width)
-    return LAMOutput(prediction, q.indices, q.loss, q.normalized)
+    return patching.unpatchify(pixels, patch=self.patch, height=self.height, width=self.width)
+
+  def __call__(self, video: jax.Array, *, shift_rng: jax.Array | None = None, soft: bool = False) -> LAMOutput:
+    """video [B, T, H, W, 3] -> predictions of x_2..x_T from x_<=t and a_t. With
+    `encoder_shift`, `shift_rng` draws the encoder's random shifts (training); without
+    one the encoder reads the clip as it is. `soft` also decodes the continuous latents."""
+    patches = self._patches(video)
+    if self.encoder_shift and shift_rng is not None:
+      q = self._encode(self._patches(random_shift(video, shift_rng)))
+    else:
+      q = self._encode(patches)
+    soft_prediction = self.decode(patches, q.normalized) if soft else None
+    return LAMOutput(self.decode(patches, q.quantized), q.indices, q.loss, q.normalized, soft_prediction)
 
   def infer_actions(self, video: jax.Array) -> jax.Array:
     """video [B, T, H, W, 3] -> int32 [B, T-1]: a_t for each transition x_t -> x_t+1."""

@@ -65,11 +65,18 @@ class CategoricalQuantizer(nnx.Module):
   Its loss, `usage_weight` * (log K - H(mean softmax)), is 0 when the batch uses every code
   equally and pushes against one code taking all (a batch-level term: each sample stays
   free to pick one code). `normalized` holds the softmax probabilities.
+
+  A learned offset is added to the logits: with the LAM's encoder_input="change", standing
+  still gives a latent of exactly 0, and without an offset its code would be the argmax of
+  five equal logits, decided by rounding noise (measured: "stay" then shared a code with
+  "left"); with one, "stay" has a code of its own choosing.
   """
 
-  def __init__(self, *, num_codes: int, usage_weight: float = 0.01):
+  def __init__(self, *, num_codes: int, rngs: nnx.Rngs, usage_weight: float = 0.01,
+               param_dtype=jnp.float32):
     self._num_codes = num_codes
     self.usage_weight = usage_weight
+    self.offset = param(rngs, nnx.initializers.zeros, (num_codes,), ("latent",), param_dtype)
 
   @property
   def num_codes(self) -> int:
@@ -86,7 +93,7 @@ class CategoricalQuantizer(nnx.Module):
   def __call__(self, z: jax.Array) -> QuantizerOutput:
     if z.shape[-1] != self._num_codes:
       raise ValueError(f"categorical quantizer with {self._num_codes} codes got logits of width {z.shape[-1]}")
-    probs = jax.nn.softmax(z.astype(jnp.float32), axis=-1)
+    probs = jax.nn.softmax(z.astype(jnp.float32) + self.offset[...].astype(jnp.float32), axis=-1)
     indices = jnp.argmax(probs, axis=-1).astype(jnp.int32)
     quantized = self.lookup(indices) + probs - jax.lax.stop_gradient(probs)
     mean = jnp.mean(probs.reshape(-1, self._num_codes), axis=0)
@@ -140,5 +147,5 @@ def make_quantizer(*, kind: str, num_codes: int, latent_dim: int, fsq_levels, rn
                        f"{num_codes}: set num_codes to the product of the levels")
     return q
   if kind == "categorical":
-    return CategoricalQuantizer(num_codes=num_codes)
+    return CategoricalQuantizer(num_codes=num_codes, rngs=rngs, param_dtype=param_dtype)
   raise ValueError(f"unknown quantizer {kind!r}; choose from {QUANTIZERS}")

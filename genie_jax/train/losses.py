@@ -87,12 +87,23 @@ def masked_token_loss(logits, targets, mask):
   return jnp.sum(ce * weight) / denom, acc
 
 
+def lam_loss(lam_out, video: jax.Array, *, soft_weight: float = 0.0):
+  """The LAM's objective for video [B, T, H, W, 3] in [0, 1] -> (loss, prediction MSE, MSE of
+  the prediction from the continuous latents): the MSE, plus `soft_weight` times the soft
+  MSE where the LAM made that prediction (soft=True; 0 otherwise), plus its quantizer's loss."""
+  mse = jnp.mean(jnp.square(lam_out.prediction - video[:, 1:]))
+  soft_mse = (jnp.zeros(()) if lam_out.soft_prediction is None
+              else jnp.mean(jnp.square(lam_out.soft_prediction - video[:, 1:])))
+  return mse + soft_weight * soft_mse + lam_out.vq_loss, mse, soft_mse
+
+
 def lam_dynamics_loss(model, batch: dict, rng: jax.Array, *, tokenizer, lam_weight: float,
                       rate_min: float, rate_max: float, mask_scheme: str = "all_frames",
-                      full_mask_prob: float = 0.0, dynamics_actions: str = "lam"):
+                      full_mask_prob: float = 0.0, dynamics_actions: str = "lam", lam_soft_weight: float = 0.0):
   video = patching.to_unit_float(batch["frames"])
-  lam_out = model.lam(video)
-  lam_mse = jnp.mean(jnp.square(lam_out.prediction - video[:, 1:]))
+  rng, shift_rng = jax.random.split(rng)
+  lam_out = model.lam(video, shift_rng=shift_rng, soft=lam_soft_weight > 0)
+  lam_total, lam_mse, lam_soft_mse = lam_loss(lam_out, video, soft_weight=lam_soft_weight)
   tokens = jax.lax.stop_gradient(tokenizer.encode(video))
   tokens = tokens.reshape(*tokens.shape[:2], -1)
   num_actions = model.dynamics.num_actions
@@ -108,8 +119,9 @@ def lam_dynamics_loss(model, batch: dict, rng: jax.Array, *, tokenizer, lam_weig
   logits = dynamics_logits(model.dynamics, tokens, mask, actions, scheme=mask_scheme)
   ce, acc = masked_token_loss(logits, tokens, mask)
   counts = quantizer.code_usage(lam_out.actions, num_actions)
-  loss = ce + lam_weight * (lam_mse + lam_out.vq_loss)
+  loss = ce + lam_weight * lam_total
   metrics = {"loss": loss, "dynamics_ce": ce, "dynamics_token_acc": acc, "lam_mse": lam_mse,
+             "lam_soft_mse": lam_soft_mse,
              "lam_psnr": psnr_from_mse(lam_mse), "lam_vq_loss": lam_out.vq_loss,
              "action_perplexity": quantizer.perplexity(counts), "actions_used": jnp.sum(counts > 0)}
   return loss, (metrics, {"lam": (counts, lam_out.latents)})

@@ -23,15 +23,17 @@ WINDOW, PATCH = 4, 8
 
 
 def _clips(first_seed: int, episodes: int):
-  """(occupancy tokens int32 [N, WINDOW, 64], actions int32 [N, WINDOW - 1]) of random-policy episodes."""
-  tokens, actions = [], []
+  """(occupancy tokens int32 [N, WINDOW, 64], actions int32 [N, WINDOW - 1], frames uint8
+  [N, WINDOW, 64, 64, 3]) of random-policy episodes."""
+  tokens, actions, frames = [], [], []
   for seed in range(first_seed, first_seed + episodes):
-    _, acts, positions = sprite_world.simulate_episode(seed=seed, num_steps=4 * WINDOW)
+    video, acts, positions = sprite_world.simulate_episode(seed=seed, num_steps=4 * WINDOW)
     tok = sprite_world.occupancy_tokens(positions, patch=PATCH)
     for start in range(0, 4 * WINDOW, WINDOW):
       tokens.append(tok[start:start + WINDOW])
       actions.append(acts[start:start + WINDOW - 1])
-  return np.stack(tokens), np.stack(actions)
+      frames.append(video[start:start + WINDOW])
+  return np.stack(tokens), np.stack(actions), np.stack(frames)
 
 
 def token_accuracies(predicted: np.ndarray, tokens: np.ndarray):
@@ -71,15 +73,24 @@ def _changed_token_accuracy(dyn, tokens, actions):
   return token_accuracies(predicted, tokens)[1]
 
 
-def train_and_measure(config, *, steps: int = 600, batch_size: int = 16, seed: int = 0):
+def train_and_measure(config, *, steps: int = 600, batch_size: int = 16, seed: int = 0,
+                      action_source=None):
   """config: a lam_dynamics config (its dynamics and optim fields are used) -> (changed-token
-  accuracy with the true actions, with random actions) on 64 held-out clips."""
+  accuracy with the given actions, with random actions) on 64 held-out clips.
+
+  The actions, in training and in the held-out score, are the true ones, or, with
+  `action_source` (frames uint8 [N, T, H, W, 3] -> int [N, T-1], e.g. a trained LAM's
+  codes), what it reads off the clips: then this measures LAM + dynamics together.
+  """
   c = config.copy_and_resolve_references()
   c.data.window = WINDOW
   c.tokenizer.update(quantizer="vq", num_codes=(PATCH + 1) ** 2, patch=PATCH)  # occupancy codes
   c.dynamics.token_head = "joint"
-  train_tokens, train_actions = _clips(0, 150)
-  val_tokens, val_actions = _clips(10_000, 16)
+  train_tokens, train_actions, train_frames = _clips(0, 150)
+  val_tokens, val_actions, val_frames = _clips(10_000, 16)
+  if action_source is not None:
+    train_actions = np.asarray(action_source(train_frames), np.int32)
+    val_actions = np.asarray(action_source(val_frames), np.int32)
   dyn = build.make_dynamics(c, nnx.Rngs(seed))
   graphdef, params = nnx.split(dyn, nnx.Param)
   tx = state_lib.make_optimizer(c.optim, steps)

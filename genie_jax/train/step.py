@@ -43,7 +43,8 @@ def make_loss_fn(config, graphdef, tokenizer_graphdef=None):
         lam_weight=config.lam.weight, rate_min=config.dynamics.mask_rate_min,
         rate_max=config.dynamics.mask_rate_max, mask_scheme=config.dynamics.get("mask_scheme", "all_frames"),
         full_mask_prob=config.dynamics.get("full_mask_prob", 0.0),
-        dynamics_actions=config.train.get("dynamics_actions", "lam"))
+        dynamics_actions=config.train.get("dynamics_actions", "lam"),
+        lam_soft_weight=config.lam.get("soft_weight", 0.0))
   return loss_fn
 
 
