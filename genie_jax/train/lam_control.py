@@ -21,21 +21,22 @@ from genie_jax.train import losses, state as state_lib
 EPISODE_STEPS = 32
 
 
-def sprite_clips(first_seed: int, episodes: int, window: int):
-  """(frames uint8 [N, window, 64, 64, 3], transition actions int32 [N, window - 1]) cut
-  from random-policy episodes of the default sprite world."""
-  frames, actions = [], []
+def sprite_clips(first_seed: int, episodes: int, window: int, episode_steps: int = EPISODE_STEPS):
+  """(frames uint8 [N, window, 64, 64, 3], transition actions int32 [N, window - 1], sprite
+  positions int [N, window, 2]) cut from random-policy episodes of the default sprite world."""
+  frames, actions, positions = [], [], []
   for seed in range(first_seed, first_seed + episodes):
-    video, acts, _ = sprite_world.simulate_episode(seed=seed, num_steps=EPISODE_STEPS)
-    for start in range(0, EPISODE_STEPS - window + 1, window):
+    video, acts, pos = sprite_world.simulate_episode(seed=seed, num_steps=episode_steps)
+    for start in range(0, episode_steps - window + 1, window):
       frames.append(video[start:start + window])
       actions.append(acts[start:start + window - 1])
-  return np.stack(frames), np.stack(actions)
+      positions.append(pos[start:start + window])
+  return np.stack(frames), np.stack(actions), np.stack(positions)
 
 
 def train_lam(config, *, steps: int, batch_size: int = 8, seed: int = 0, episodes: int = 128):
   """config: a lam_dynamics config (its data.window, lam and optim fields) -> the trained LAM."""
-  frames, _ = sprite_clips(0, episodes, config.data.window)
+  frames, _, _ = sprite_clips(0, episodes, config.data.window)
   lam = build.make_lam(config, nnx.Rngs(seed))
   graphdef, params = nnx.split(lam, nnx.Param)
   tx = state_lib.make_optimizer(config.optim, steps)
@@ -60,16 +61,19 @@ def train_lam(config, *, steps: int, batch_size: int = 8, seed: int = 0, episode
   return nnx.merge(graphdef, params)
 
 
+# one compiled function for every call (a jit made inside infer_actions would compile anew each time)
+_infer = jax.jit(lambda lam, video: lam.infer_actions(patching.to_unit_float(video)))
+
+
 def infer_actions(lam, frames: np.ndarray, batch_size: int = 64) -> np.ndarray:
   """frames uint8 [N, T, H, W, 3] -> the LAM's codes int32 [N, T - 1]."""
-  infer = jax.jit(lambda m, v: m.infer_actions(patching.to_unit_float(v)))
-  return np.concatenate([np.asarray(infer(lam, jnp.asarray(frames[i:i + batch_size])))
+  return np.concatenate([np.asarray(_infer(lam, jnp.asarray(frames[i:i + batch_size])))
                          for i in range(0, len(frames), batch_size)])
 
 
 def score(lam, *, first_seed: int = 10_000, episodes: int = 32) -> dict:
   """The LAM's codes on held-out episodes against the true actions."""
-  frames, actions = sprite_clips(first_seed, episodes, lam.enc_pos.time[...].shape[0])
+  frames, actions, _ = sprite_clips(first_seed, episodes, lam.enc_pos.time[...].shape[0])
   codes = infer_actions(lam, frames)
   table = action_metrics.contingency(codes, actions, lam.num_actions, len(sprite_world.ACTION_NAMES))
   return {"accuracy": action_metrics.best_mapping_accuracy(table),

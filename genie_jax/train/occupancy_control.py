@@ -17,7 +17,7 @@ from flax import nnx
 from data_pipelines import sprites as sprite_world
 from genie_jax import sampling
 from genie_jax.models import build, dynamics as dynamics_lib
-from genie_jax.train import losses, state as state_lib
+from genie_jax.train import lam_control, losses, state as state_lib
 
 WINDOW, PATCH = 4, 8
 
@@ -25,15 +25,8 @@ WINDOW, PATCH = 4, 8
 def _clips(first_seed: int, episodes: int):
   """(occupancy tokens int32 [N, WINDOW, 64], actions int32 [N, WINDOW - 1], frames uint8
   [N, WINDOW, 64, 64, 3]) of random-policy episodes."""
-  tokens, actions, frames = [], [], []
-  for seed in range(first_seed, first_seed + episodes):
-    video, acts, positions = sprite_world.simulate_episode(seed=seed, num_steps=4 * WINDOW)
-    tok = sprite_world.occupancy_tokens(positions, patch=PATCH)
-    for start in range(0, 4 * WINDOW, WINDOW):
-      tokens.append(tok[start:start + WINDOW])
-      actions.append(acts[start:start + WINDOW - 1])
-      frames.append(video[start:start + WINDOW])
-  return np.stack(tokens), np.stack(actions), np.stack(frames)
+  frames, actions, positions = lam_control.sprite_clips(first_seed, episodes, WINDOW, episode_steps=4 * WINDOW)
+  return sprite_world.occupancy_tokens(positions, patch=PATCH), actions, frames
 
 
 def token_accuracies(predicted: np.ndarray, tokens: np.ndarray):
