@@ -54,5 +54,6 @@ def base_config() -> ml_collections.ConfigDict:
   c.train = ml_collections.ConfigDict(dict(
       steps=200_000, batch_size=48, log_every=100, image_every=1000, ckpt_every=1000,
       keep=3, keep_period=0, tokenizer_workdir="", eval_every=0, eval_clips=16,
-      dynamics_actions="lam"))  # "true": the control run (dynamics fed the dataset's actions)
+      dynamics_actions="lam",    # "true": the control run (dynamics fed the dataset's actions)
+      lam_warmup_steps=0))       # phase 2: the first N steps train the LAM alone (0: the paper)
   return c

@@ -42,7 +42,9 @@ def get_config(arg: str = "tokenizer"):
     c.lam.update(quantizer="vq", predict_delta=False, encoder_input="frames", encoder_shift=False,
                  soft_weight=0.0)
     c.dynamics.update(mask_scheme="all_frames", full_mask_prob=0.0, token_head="joint")
-  c.sampling.steps = 1  # trained on whole masked frames, it lays out a frame in one pass (README)
+  # trained on whole masked frames, it lays out a frame in one pass; the world is
+  # deterministic, so each token is its most likely code (README)
+  c.sampling.update(steps=1, temperature=0.0)
   c.optim.update(lr=3e-3 if c.phase == "lam_dynamics" else 1e-3, warmup_steps=50)
   c.train.update(steps=1000 if c.phase == "tokenizer" else 1500, batch_size=8, log_every=50,
                  image_every=0, ckpt_every=200, eval_clips=8)

@@ -24,6 +24,8 @@ _NUM_CLIPS = flags.DEFINE_integer("num_clips", 64, "Held-out clips for ΔtPSNR, 
 _FVD_CLIPS = flags.DEFINE_integer("fvd_clips", None, "Clips for FVD (default: --num_clips; 0 skips FVD).")
 _T = flags.DEFINE_integer("t", 4, "The t of ΔtPSNR (the paper: 4).")
 _STEPS = flags.DEFINE_integer("steps", None, "MaskGIT steps per frame (default: the config's).")
+_TEMPERATURE = flags.DEFINE_float("temperature", None,
+                                  "Sampling temperature, 0 for greedy (default: the config's).")
 _BATCH = flags.DEFINE_integer("batch_size", 8, "Clips per evaluation batch.")
 _OUT = flags.DEFINE_string("out", None, "Output folder (default: <workdir>/eval).")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the random actions and of sampling.")
@@ -40,6 +42,7 @@ def main(argv):
   try:
     metrics = eval_run.run(_CONFIG.value, _WORKDIR.value, num_clips=_NUM_CLIPS.value, fvd_clips=fvd_clips,
                            t=_T.value, out=out, batch_size=_BATCH.value, steps=_STEPS.value,
+                           temperature=_TEMPERATURE.value,
                            seed=_SEED.value)
   except (FileNotFoundError, ValueError) as e:
     sys.exit(f"error: {e}")

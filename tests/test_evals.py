@@ -178,10 +178,12 @@ def test_evaluate_command_writes_metrics_and_plots(tiny_world, tmp_path):
   config = checkpoints.read_config(tiny_world["world"])
   out = str(tmp_path / "eval")
   metrics = evaluate.run(config, tiny_world["world"], num_clips=4, fvd_clips=0, t=3, out=out,
-                         batch_size=4, steps=2)
+                         batch_size=4, steps=2, temperature=0.0)
   with open(os.path.join(out, "metrics.json")) as f:
     saved = json.load(f)
   assert saved["num_clips"] == 4 and saved["t"] == 3 and len(saved["rollout"]["psnr_lam"]) == 7
+  # the overrides, not the run's config (temperature 1), sampled the rollouts
+  assert saved["maskgit_steps"] == 2 and saved["temperature"] == 0.0 and config.sampling.temperature == 1.0
   assert np.isfinite(saved["delta_psnr"]["mean"]) and 0 < saved["recon_ssim"] <= 1
   assert sum(saved["latent_actions"]["usage"]) == 4 * 7
   assert "real_actions" in saved  # sprites have real actions

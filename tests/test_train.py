@@ -8,11 +8,12 @@ import shutil
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from experiments import tiny
 from flax import nnx
-from genie_jax.train import checkpoints, losses, trainer
+from genie_jax.train import checkpoints, losses, step as step_lib, trainer
 
 
 def _config(data_dir, phase="tokenizer", name="sprites", **train):
@@ -178,6 +179,54 @@ def test_true_action_control_feeds_the_dynamics_the_dataset_actions(sprites_dir)
   assert ce["lam", "a"] == ce["lam", "b"]
   with pytest.raises(ValueError, match="dynamics_actions"):
     losses.lam_dynamics_loss(model, batch([[0] * 4] * 2), jax.random.key(3), dynamics_actions="oracle", **kw)
+
+
+def test_the_fsq_digit_loss_is_the_joint_loss():
+  """Training takes the fsq_digits head's cross-entropy channel by channel; it must equal
+  the cross-entropy and accuracy of the joint log-probabilities the sampler uses."""
+  from genie_jax.models import dynamics as dynamics_lib
+  levels = (4, 3, 5)
+  model = dynamics_lib.DynamicsModel(num_codes=60, tokens_per_frame=4, max_frames=3, dim=16, num_layers=1,
+                                     num_heads=2, num_actions=3, action_conditioning="token",
+                                     rngs=nnx.Rngs(0), token_head="fsq_digits", code_levels=levels)
+  tokens = jax.random.randint(jax.random.key(1), (5, 3, 4), 0, 60)
+  mask = losses.mask_tokens(jax.random.key(2), tokens, rate_min=0.3, rate_max=1.0, scheme="teacher_forced")
+  actions = dynamics_lib.frame_actions(jax.random.randint(jax.random.key(3), (5, 2), 0, 3), 3)
+  joint = losses.dynamics_logits(model, tokens, mask, actions, scheme="teacher_forced")
+  assert joint.shape[-1] == 60
+  want = losses.masked_token_loss(joint, tokens, mask)
+  got = losses.dynamics_token_loss(model, tokens, mask, actions, scheme="teacher_forced")
+  np.testing.assert_allclose(got[0], want[0], rtol=1e-5)
+  np.testing.assert_allclose(got[1], want[1])
+  # the joint argmax is each channel's argmax: taken as the targets, every token is right
+  per_channel = losses.dynamics_logits(model, tokens, mask, actions, scheme="teacher_forced", joint=False)
+  assert per_channel.shape[-1] == sum(levels)
+  best = jnp.argmax(joint, -1)
+  assert float(losses.masked_token_loss(per_channel, best, mask, code_levels=levels)[1]) == 1.0
+
+
+def test_lam_warmup_steps_train_the_lam_alone_then_both(sprites_dir):
+  """train.lam_warmup_steps: before it, the dynamics model gets no gradient and the LAM the
+  same gradient as with the dynamics term on (the actions reach the dynamics as discrete
+  ids, so its loss never reaches the LAM); from it on, the dynamics model learns."""
+  from experiments import sprites
+  from genie_jax.models import build as build_lib
+  c = sprites.get_config("lam_dynamics")
+  c.data.window = 4
+  c.train.lam_warmup_steps = 3
+  model = build_lib.make_trainable(c, nnx.Rngs(0))
+  graphdef, params = nnx.split(model)
+  tok_graphdef, frozen = nnx.split(build_lib.make_tokenizer(c, nnx.Rngs(1)))
+  loss_fn = step_lib.make_loss_fn(c, graphdef, tok_graphdef)
+  frames = jax.random.randint(jax.random.key(0), (2, 4, 64, 64, 3), 0, 255).astype(jnp.uint8)
+  batch = {"frames": frames, "actions": jnp.zeros((2, 4), jnp.int32)}
+  grad = jax.jit(jax.grad(lambda p, s: loss_fn(p, batch, jax.random.key(3), frozen, s)[0]))
+  warm, on = grad(params, jnp.int32(2)), grad(params, jnp.int32(3))
+  dyn_norm = lambda g: float(optax.tree.norm(nnx.to_pure_dict(g)["dynamics"]))
+  assert dyn_norm(warm) == 0.0 and dyn_norm(on) > 0.0
+  lam_warm, lam_on = nnx.to_pure_dict(warm)["lam"], nnx.to_pure_dict(on)["lam"]
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), lam_warm, lam_on)
+  assert float(optax.tree.norm(lam_warm)) > 0.0
 
 
 def test_a_bad_record_stops_after_a_checkpoint_or_is_skipped_and_logged(bad_record_sprites_dir, tmp_path):

@@ -28,9 +28,9 @@ def evaluation_batches(config, *, batch_size: int, split: str | None = None):
 
 
 def run(config, workdir: str, *, num_clips: int, fvd_clips: int, t: int, out: str, batch_size: int = 8,
-        steps: int | None = None, seed: int = 0, genie=None) -> dict:
+        steps: int | None = None, temperature: float | None = None, seed: int = 0, genie=None) -> dict:
   started = time.perf_counter()
-  genie = genie or Genie.load(workdir, steps=steps, seed=seed)
+  genie = genie or Genie.load(workdir, steps=steps, temperature=temperature, seed=seed)
   extractor = fvd_lib.FeatureExtractor() if fvd_clips else None
   # a true-action control run is evaluated with the actions its dynamics model learned from
   action_source = genie.config.train.get("dynamics_actions", "lam")
@@ -38,6 +38,7 @@ def run(config, workdir: str, *, num_clips: int, fvd_clips: int, t: int, out: st
       genie, evaluation_batches(config, batch_size=batch_size), num_clips=num_clips, t=t, seed=seed,
       extractor=extractor, fvd_clips=fvd_clips, action_source=action_source)
   metrics["maskgit_steps"] = genie.sampling["steps"]
+  metrics["temperature"] = genie.sampling["temperature"]
   metrics["workdir"] = os.path.abspath(workdir)
   metrics["data"] = {"name": config.data.name, "split": config.data.eval_split}
   metrics["minutes"] = (time.perf_counter() - started) / 60

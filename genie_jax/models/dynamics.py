@@ -14,7 +14,10 @@ Token head (config `token_head`):
                 over 1,000 FSQ codes the model never learned to predict the tokens a move
                 changes, even given the true action (README, "A world that obeys its
                 actions"). `_logits` returns the joint log-probabilities [.., K] either
-                way, so the loss and the sampler do not know which head ran.
+                way, so the sampler does not know which head ran; training asks for
+                `joint=False`, the per-channel logits [.., sum(levels)], and takes the
+                cross-entropy channel by channel (losses.masked_token_loss): the same sum,
+                without the [.., K] tensor (README, "A world that obeys its actions").
 
 Conditioning (config `action_conditioning`):
   "additive": the action embedding is added to every token of its frame (the paper);
@@ -107,28 +110,32 @@ class DynamicsModel(nnx.Module):
     mask_row = self.token_embed(jnp.full(tokens.shape, sum(self.code_levels), jnp.int32), self.dtype)
     return jnp.where((tokens == self.mask_id)[..., None], mask_row, codes)
 
-  def _logits(self, x: jax.Array) -> jax.Array:
+  def _logits(self, x: jax.Array, joint: bool = True) -> jax.Array:
     """x [B, T, S', D] -> float32 [B, T, S, K]: logits, or with the fsq_digits head the joint
-    log-probabilities sum_i log p_i(digit_i(k)) (already normalised)."""
+    log-probabilities sum_i log p_i(digit_i(k)) (already normalised); with `joint=False`
+    the fsq_digits head's per-channel logits [B, T, S, sum(levels)] instead."""
     out = self.head(x[:, :, :self.tokens_per_frame]).astype(jnp.float32)
-    if not self.code_levels:
+    if not self.code_levels or not joint:
       return out
     digits = code_digits(self.code_levels)  # [K, d], a compile-time constant
     per_channel = jnp.split(out, np.cumsum(self.code_levels)[:-1], axis=-1)
     return sum(jnp.take(jax.nn.log_softmax(logits, axis=-1), digits[:, i], axis=-1)
                for i, logits in enumerate(per_channel))
 
-  def __call__(self, tokens: jax.Array, actions: jax.Array) -> jax.Array:
-    """tokens int [B, T, S], frame-aligned actions int [B, T] -> logits float32 [B, T, S, K]."""
-    return self._logits(self.transformer(self._embed(tokens, actions, 0)))
+  def __call__(self, tokens: jax.Array, actions: jax.Array, *, joint: bool = True) -> jax.Array:
+    """tokens int [B, T, S], frame-aligned actions int [B, T] -> logits float32 [B, T, S, K]
+    (`joint=False`: see _logits)."""
+    return self._logits(self.transformer(self._embed(tokens, actions, 0)), joint)
 
-  def teacher_forced(self, tokens: jax.Array, masked_tokens: jax.Array, actions: jax.Array) -> jax.Array:
+  def teacher_forced(self, tokens: jax.Array, masked_tokens: jax.Array, actions: jax.Array, *,
+                     joint: bool = True) -> jax.Array:
     """tokens int [B, T, S] (the true clip), masked_tokens [B, T, S] (the same with mask ids),
     frame-aligned actions [B, T] -> logits float32 [B, T, S, K]: frame t predicted from the
-    true frames < t and its own masked tokens, for every t at once (what sampling asks)."""
+    true frames < t and its own masked tokens, for every t at once (what sampling asks).
+    `joint=False`: see _logits."""
     clean = self._embed(tokens, actions, 0)
     masked = self._embed(masked_tokens, actions, 0)
-    return self._logits(self.transformer.forced(clean, masked))
+    return self._logits(self.transformer.forced(clean, masked), joint)
 
   def encode_context(self, tokens: jax.Array, actions: jax.Array) -> KVCache:
     """Temporal keys/values of fully known frames: KVCache of [L, B, T, S', N, Hd]."""

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from genie_jax.models import dynamics as dynamics_lib
-from genie_jax.models import patching, quantizer
+from genie_jax.models import fsq, patching, quantizer
 
 
 def psnr_from_mse(mse: jax.Array) -> jax.Array:
@@ -70,21 +71,43 @@ def mask_tokens(rng: jax.Array, tokens: jax.Array, *, rate_min: float, rate_max:
   return mask.at[:, 0].set(False)
 
 
-def dynamics_logits(dynamics, tokens: jax.Array, mask: jax.Array, actions: jax.Array, *, scheme: str):
-  """Logits [B, T, S, K] of the dynamics model for the tokens under `mask` (mask_tokens)."""
+def dynamics_logits(dynamics, tokens: jax.Array, mask: jax.Array, actions: jax.Array, *, scheme: str,
+                    joint: bool = True):
+  """Logits [B, T, S, K] of the dynamics model for the tokens under `mask` (mask_tokens);
+  `joint=False`: the fsq_digits head's per-channel logits (DynamicsModel._logits)."""
   masked = jnp.where(mask, dynamics.mask_id, tokens)
   if scheme == "teacher_forced":
-    return dynamics.teacher_forced(tokens, masked, actions)
-  return dynamics(masked, actions)
+    return dynamics.teacher_forced(tokens, masked, actions, joint=joint)
+  return dynamics(masked, actions, joint=joint)
 
 
-def masked_token_loss(logits, targets, mask):
-  """Mean cross-entropy and accuracy over masked tokens only."""
-  ce = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+def dynamics_token_loss(dynamics, tokens: jax.Array, mask: jax.Array, actions: jax.Array, *,
+                        scheme: str):
+  """(cross-entropy, accuracy) of the dynamics model on the tokens under `mask`, the fsq_digits
+  head's taken channel by channel."""
+  logits = dynamics_logits(dynamics, tokens, mask, actions, scheme=scheme, joint=False)
+  return masked_token_loss(logits, tokens, mask, code_levels=dynamics.code_levels)
+
+
+def masked_token_loss(logits, targets, mask, *, code_levels=()):
+  """Mean cross-entropy and accuracy over masked tokens only.
+
+  With `code_levels` (an FSQ tokenizer's, for the fsq_digits head) the logits are per
+  channel, [.., sum(levels)]: the cross-entropy is the sum of the channels' (the head's
+  joint probability is their product, so this is the joint cross-entropy) and a token is
+  right when every digit is (the joint argmax is the argmax of each channel).
+  """
   weight = mask.astype(jnp.float32)
   denom = jnp.maximum(jnp.sum(weight), 1.0)
-  acc = jnp.sum((jnp.argmax(logits, -1) == targets) * weight) / denom
-  return jnp.sum(ce * weight) / denom, acc
+  if code_levels:
+    digits = fsq.digits(targets, code_levels)
+    channels = jnp.split(logits, np.cumsum(code_levels)[:-1], axis=-1)
+    ce = sum(optax.softmax_cross_entropy_with_integer_labels(c, digits[..., i]) for i, c in enumerate(channels))
+    right = jnp.all(jnp.stack([jnp.argmax(c, -1) == digits[..., i] for i, c in enumerate(channels)]), axis=0)
+  else:
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+    right = jnp.argmax(logits, -1) == targets
+  return jnp.sum(ce * weight) / denom, jnp.sum(right * weight) / denom
 
 
 def lam_loss(lam_out, video: jax.Array, *, soft_weight: float = 0.0):
@@ -99,13 +122,12 @@ def lam_loss(lam_out, video: jax.Array, *, soft_weight: float = 0.0):
 
 def lam_dynamics_loss(model, batch: dict, rng: jax.Array, *, tokenizer, lam_weight: float,
                       rate_min: float, rate_max: float, mask_scheme: str = "all_frames",
-                      full_mask_prob: float = 0.0, dynamics_actions: str = "lam", lam_soft_weight: float = 0.0):
+                      full_mask_prob: float = 0.0, dynamics_actions: str = "lam", lam_soft_weight: float = 0.0,
+                      train_dynamics: bool | jax.Array = True):
   video = patching.to_unit_float(batch["frames"])
   rng, shift_rng = jax.random.split(rng)
   lam_out = model.lam(video, shift_rng=shift_rng, soft=lam_soft_weight > 0)
   lam_total, lam_mse, lam_soft_mse = lam_loss(lam_out, video, soft_weight=lam_soft_weight)
-  tokens = jax.lax.stop_gradient(tokenizer.encode(video))
-  tokens = tokens.reshape(*tokens.shape[:2], -1)
   num_actions = model.dynamics.num_actions
   if dynamics_actions == "true":  # the control: the dataset's actions (a_t for x_t -> x_t+1)
     transition_actions = batch["actions"][:, :-1].astype(jnp.int32)
@@ -114,10 +136,18 @@ def lam_dynamics_loss(model, batch: dict, rng: jax.Array, *, tokenizer, lam_weig
   else:
     raise ValueError(f"unknown dynamics_actions {dynamics_actions!r}; choose from {DYNAMICS_ACTIONS}")
   actions = dynamics_lib.frame_actions(transition_actions, num_actions)
-  mask = mask_tokens(rng, tokens, rate_min=rate_min, rate_max=rate_max, scheme=mask_scheme,
-                     full_mask_prob=full_mask_prob)
-  logits = dynamics_logits(model.dynamics, tokens, mask, actions, scheme=mask_scheme)
-  ce, acc = masked_token_loss(logits, tokens, mask)
+
+  def dynamics_term():
+    tokens = jax.lax.stop_gradient(tokenizer.encode(video))
+    tokens = tokens.reshape(*tokens.shape[:2], -1)
+    mask = mask_tokens(rng, tokens, rate_min=rate_min, rate_max=rate_max, scheme=mask_scheme,
+                       full_mask_prob=full_mask_prob)
+    return dynamics_token_loss(model.dynamics, tokens, mask, actions, scheme=mask_scheme)
+
+  if train_dynamics is True:
+    ce, acc = dynamics_term()
+  else:  # lax.cond runs one branch, so a warm-up step does not pay for the dynamics model
+    ce, acc = jax.lax.cond(train_dynamics, dynamics_term, lambda: (jnp.zeros(()), jnp.zeros(())))
   counts = quantizer.code_usage(lam_out.actions, num_actions)
   loss = ce + lam_weight * lam_total
   metrics = {"loss": loss, "dynamics_ce": ce, "dynamics_token_acc": acc, "lam_mse": lam_mse,

@@ -48,9 +48,8 @@ def make_dynamics_step(config, graphdef, tx):
     model = nnx.merge(graphdef, params)
     mask = losses.mask_tokens(key, tokens, rate_min=d.mask_rate_min, rate_max=d.mask_rate_max,
                               scheme=d.mask_scheme, full_mask_prob=d.get("full_mask_prob", 0.0))
-    logits = losses.dynamics_logits(model, tokens, mask, dynamics_lib.frame_actions(actions, model.num_actions),
-                                    scheme=d.mask_scheme)
-    return losses.masked_token_loss(logits, tokens, mask)
+    return losses.dynamics_token_loss(model, tokens, mask, dynamics_lib.frame_actions(actions, model.num_actions),
+                                      scheme=d.mask_scheme)
 
   @jax.jit
   def step(params, opt_state, tokens, actions, key):

@@ -33,8 +33,14 @@ def _reseed_after(config, name) -> int:
 
 
 def make_loss_fn(config, graphdef, tokenizer_graphdef=None):
-  """params, batch, rng, frozen tokenizer params -> (loss, (metrics, vq_stats))."""
-  def loss_fn(params, batch, rng, frozen):
+  """params, batch, rng, frozen tokenizer params[, step] -> (loss, (metrics, vq_stats)).
+
+  `step` (the state's step, traced; grad_accum of them make one update) switches the dynamics term off for the first
+  `train.lam_warmup_steps` steps of phase 2; without it (held-out metrics) the term is on.
+  """
+  warmup = config.train.get("lam_warmup_steps", 0)
+
+  def loss_fn(params, batch, rng, frozen, step=None):
     model = nnx.merge(graphdef, params)
     if config.phase == "tokenizer":
       return losses.tokenizer_loss(model, batch, rng)
@@ -44,7 +50,9 @@ def make_loss_fn(config, graphdef, tokenizer_graphdef=None):
         rate_max=config.dynamics.mask_rate_max, mask_scheme=config.dynamics.get("mask_scheme", "all_frames"),
         full_mask_prob=config.dynamics.get("full_mask_prob", 0.0),
         dynamics_actions=config.train.get("dynamics_actions", "lam"),
-        lam_soft_weight=config.lam.get("soft_weight", 0.0))
+        lam_soft_weight=config.lam.get("soft_weight", 0.0),
+        train_dynamics=True if step is None or not warmup
+        else step // max(config.optim.grad_accum, 1) >= warmup)
   return loss_fn
 
 
@@ -57,7 +65,7 @@ def make_train_step(config, graphdef, tx, schedule, tokenizer_graphdef=None):
     rng = jax.random.fold_in(state["rng"], state["step"])
     loss_rng, reseed_rng = jax.random.split(rng)
     (loss, (metrics, vq_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state["params"], batch, loss_rng, frozen)
+        state["params"], batch, loss_rng, frozen, state["step"])
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
     params = optax.apply_updates(state["params"], updates)
     code_age = dict(state["code_age"])
