@@ -181,6 +181,24 @@ def test_true_action_control_feeds_the_dynamics_the_dataset_actions(sprites_dir)
     losses.lam_dynamics_loss(model, batch([[0] * 4] * 2), jax.random.key(3), dynamics_actions="oracle", **kw)
 
 
+def test_change_weighted_reconstruction_loss_against_numpy():
+  """tokenizer.change_weight: pixels that differ from the frame before or after weigh 1 + w."""
+  rng = np.random.default_rng(0)
+  video = np.full((2, 3, 8, 8, 3), 0.3, np.float32)
+  video[:, 1, 2:4, 2:4] = 0.9  # a square in frame 1 only: it moves in, then out
+  recon = (video + rng.normal(0, 0.1, video.shape)).astype(np.float32)
+  moving = np.zeros((2, 3, 8, 8), bool)
+  moving[:, :, 2:4, 2:4] = True  # frames 0, 1, 2 all differ from a neighbour there
+  np.testing.assert_array_equal(np.asarray(losses.moving_pixels(jnp.asarray(video))), moving)
+  squared = np.mean((recon - video) ** 2, axis=-1)
+  weight = 1 + 20.0 * moving
+  want = np.sum(weight * squared) / np.sum(weight)
+  got = losses.reconstruction_loss(jnp.asarray(recon), jnp.asarray(video), change_weight=20.0)
+  np.testing.assert_allclose(float(got), want, rtol=1e-5)
+  plain = losses.reconstruction_loss(jnp.asarray(recon), jnp.asarray(video))
+  np.testing.assert_allclose(float(plain), np.mean((recon - video) ** 2), rtol=1e-5)
+
+
 def test_the_fsq_digit_loss_is_the_joint_loss():
   """Training takes the fsq_digits head's cross-entropy channel by channel; it must equal
   the cross-entropy and accuracy of the joint log-probabilities the sampler uses."""

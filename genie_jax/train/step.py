@@ -43,7 +43,7 @@ def make_loss_fn(config, graphdef, tokenizer_graphdef=None):
   def loss_fn(params, batch, rng, frozen, step=None):
     model = nnx.merge(graphdef, params)
     if config.phase == "tokenizer":
-      return losses.tokenizer_loss(model, batch, rng)
+      return losses.tokenizer_loss(model, batch, rng, change_weight=config.tokenizer.get("change_weight", 0.0))
     return losses.lam_dynamics_loss(
         model, batch, rng, tokenizer=nnx.merge(tokenizer_graphdef, frozen),
         lam_weight=config.lam.weight, rate_min=config.dynamics.mask_rate_min,
