@@ -44,6 +44,11 @@ def code_digits(levels) -> np.ndarray:
   return fsq.digits(np.arange(int(np.prod(levels))), levels)
 
 
+def split_channels(logits: jax.Array, levels) -> list[jax.Array]:
+  """The fsq_digits head's logits [..., sum(levels)] -> one [..., L_i] per FSQ channel."""
+  return jnp.split(logits, np.cumsum(levels)[:-1], axis=-1)
+
+
 def frame_actions(transition_actions: jax.Array, num_actions: int) -> jax.Array:
   """int [B, T-1] actions a_t (x_t -> x_t+1) -> int [B, T] action fed to each token frame.
 
@@ -118,7 +123,7 @@ class DynamicsModel(nnx.Module):
     if not self.code_levels or not joint:
       return out
     digits = code_digits(self.code_levels)  # [K, d], a compile-time constant
-    per_channel = jnp.split(out, np.cumsum(self.code_levels)[:-1], axis=-1)
+    per_channel = split_channels(out, self.code_levels)
     return sum(jnp.take(jax.nn.log_softmax(logits, axis=-1), digits[:, i], axis=-1)
                for i, logits in enumerate(per_channel))
 

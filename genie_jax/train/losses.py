@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from genie_jax.models import dynamics as dynamics_lib
@@ -122,7 +121,7 @@ def masked_token_loss(logits, targets, mask, *, code_levels=()):
   denom = jnp.maximum(jnp.sum(weight), 1.0)
   if code_levels:
     digits = fsq.digits(targets, code_levels)
-    channels = jnp.split(logits, np.cumsum(code_levels)[:-1], axis=-1)
+    channels = dynamics_lib.split_channels(logits, code_levels)
     ce = sum(optax.softmax_cross_entropy_with_integer_labels(c, digits[..., i]) for i, c in enumerate(channels))
     right = jnp.all(jnp.stack([jnp.argmax(c, -1) == digits[..., i] for i, c in enumerate(channels)]), axis=0)
   else:
