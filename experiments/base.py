@@ -29,7 +29,9 @@ def base_config() -> ml_collections.ConfigDict:
       num_codes=1024, latent_dim=32, dead_code_steps=0,
       quantizer="vq", fsq_levels=(8, 5, 5, 5),  # vq: the paper; fsq: num_codes = prod(levels)
       encoder="video",             # video: the paper (z_t sees frames < t); frame: each frame alone
-      change_weight=0.0))          # > 0: pixels that move weigh 1 + w in the loss (0: the paper's MSE)
+      change_weight=0.0,           # > 0: pixels that move weigh 1 + w in the loss (0: the paper's MSE)
+      out_hidden=0,                # > 0: a gelu layer of this width before the pixels (0: linear)
+      refine_channels=0))          # > 0: per-pixel features and two 3x3 convolutions after the pixels
   c.lam = ml_collections.ConfigDict(dict(
       patch=16, dim=512, enc_blocks=4, dec_blocks=4, num_heads=8, num_actions=6, latent_dim=32,
       dead_code_steps=100, weight=1.0,

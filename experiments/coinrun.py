@@ -33,13 +33,23 @@ def get_config(arg: str = "tokenizer"):
     c.train.batch_size = 2
     c.bench_part = arg.split("_", 1)[1]  # which model scripts/bench_train.py times
   if arg.startswith("cpu"):
-    # ~1 s/step each phase on 2 cores: the whole run (data, both phases, eval) in about an hour
+    # ~1 s/step each phase on 2 cores: the whole run (data, both phases, eval) in about an
+    # hour. The sprite recipe's choices (experiments/sprites.py, README "A world that obeys
+    # its actions"): FSQ tokens of each patch alone, moving pixels weighed 21x, a sharper
+    # pixel head; a LAM that reads the change into a straight-through categorical and
+    # predicts the change; a dynamics model trained on whole masked frames with one softmax
+    # per FSQ channel, sampled greedily in one step
     c.tokenizer.update(patch=8, enc_dim=128, enc_blocks=2, enc_heads=4, dec_dim=128, dec_blocks=2,
-                       dec_heads=4, num_codes=256, latent_dim=32, dead_code_steps=25)
-    c.lam.update(dim=128, enc_blocks=2, dec_blocks=2, num_heads=4, dead_code_steps=50)
-    c.dynamics.update(dim=128, num_blocks=3, num_heads=4)
-    c.optim.update(lr=1e-3, warmup_steps=100)
+                       dec_heads=4, num_codes=64000, latent_dim=32, quantizer="fsq",
+                       fsq_levels=(8, 8, 8, 5, 5, 5), encoder="patch", change_weight=20.0,
+                       out_hidden=512, refine_channels=16)
+    c.lam.update(dim=128, enc_blocks=2, dec_blocks=2, num_heads=4, dead_code_steps=20,
+                 quantizer="categorical", predict_delta=True, encoder_input="change",
+                 encoder_shift=True, soft_weight=1.0)
+    c.dynamics.update(dim=128, num_blocks=3, num_heads=4, mask_scheme="teacher_forced",
+                      full_mask_prob=1.0, token_head="fsq_digits")
+    c.optim.update(lr=3e-3 if c.phase == "lam_dynamics" else 1e-3, warmup_steps=100)
     c.train.update(batch_size=8, log_every=50, image_every=500, ckpt_every=500)
-    c.train.steps = 1200 if c.phase == "tokenizer" else 600
-    c.sampling.steps = 10
+    c.train.steps = 1200 if c.phase == "tokenizer" else 1000
+    c.sampling.update(steps=1, temperature=0.0)
   return c

@@ -25,9 +25,12 @@ def get_config(arg: str = "tokenizer"):
   c = base_config()
   c.phase = "tokenizer" if arg.endswith("tokenizer") else "lam_dynamics"
   c.data.update(name="sprites", window=8)
+  # pixels that move weigh 21x; each token's pixels come from a 512-wide gelu layer, then two
+  # 3x3 convolutions sharpen the sprite's edges across patch borders (README, finding 11)
   c.tokenizer.update(patch=8, enc_dim=64, enc_blocks=2, enc_heads=4, dec_dim=64, dec_blocks=2,
-                     dec_heads=4, num_codes=1000, latent_dim=16, quantizer="fsq", fsq_levels=(8, 5, 5, 5),
-                     encoder="frame", change_weight=20.0)  # pixels that move weigh 21x (README)
+                     dec_heads=4, num_codes=64000, latent_dim=16, quantizer="fsq",
+                     fsq_levels=(8, 8, 8, 5, 5, 5), encoder="patch", change_weight=20.0,
+                     out_hidden=512, refine_channels=16)
   # the LAM reads the change, from a random shift of the clip, into a straight-through
   # categorical, and predicts the change from the code and from its probabilities (lam.py,
   # quantizer.py; README)
@@ -38,14 +41,15 @@ def get_config(arg: str = "tokenizer"):
   c.dynamics.update(dim=64, num_blocks=2, num_heads=4, mask_scheme="teacher_forced",
                     full_mask_prob=1.0, token_head="fsq_digits")
   if arg.startswith("paper"):
-    c.tokenizer.update(num_codes=64, quantizer="vq", dead_code_steps=10, encoder="video", change_weight=0.0)
+    c.tokenizer.update(num_codes=64, quantizer="vq", dead_code_steps=10, encoder="video", change_weight=0.0,
+                       out_hidden=0, refine_channels=0)
     c.lam.update(quantizer="vq", predict_delta=False, encoder_input="frames", encoder_shift=False,
                  soft_weight=0.0)
     c.dynamics.update(mask_scheme="all_frames", full_mask_prob=0.0, token_head="joint")
   # trained on whole masked frames, it lays out a frame in one pass; the world is
   # deterministic, so each token is its most likely code (README)
   c.sampling.update(steps=1, temperature=0.0)
-  c.optim.update(lr=3e-3 if c.phase == "lam_dynamics" else 1e-3, warmup_steps=50)
-  c.train.update(steps=1000 if c.phase == "tokenizer" else 1500, batch_size=8, log_every=50,
+  c.optim.update(lr=3e-3 if c.phase == "lam_dynamics" else 2e-3, warmup_steps=50)
+  c.train.update(steps=1200 if c.phase == "tokenizer" else 1500, batch_size=8, log_every=50,
                  image_every=0, ckpt_every=200, eval_clips=8)
   return c

@@ -25,8 +25,9 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from genie_jax.models.dynamics import DynamicsModel
+from genie_jax.models.dynamics import DynamicsModel, split_channels
 from genie_jax.models.st_transformer import KVCache
 
 
@@ -44,24 +45,44 @@ def num_masked_after(step, *, num_steps: int, num_tokens: int):
   return jnp.floor(num_tokens * jnp.cos(0.5 * math.pi * ratio)).astype(jnp.int32)
 
 
+def sample_codes(logits: jax.Array, rng: jax.Array, *, temperature: float, code_levels=()):
+  """logits [..., K] -> (codes int32 [...], their log-probabilities [...]) at `temperature`
+  (0: greedy). With `code_levels` (the fsq_digits head) the logits are per FSQ channel
+  [..., sum(levels)]: the joint distribution is the product of the channels', so each digit
+  is drawn from its own channel and the log-probabilities add; the same draw as from the
+  joint over prod(levels) codes, without ever building it."""
+  logits = logits.astype(jnp.float32)
+  if temperature > 0:
+    logits = logits / temperature
+  if not code_levels:
+    groups, basis = [logits], [1]
+  else:
+    groups = split_channels(logits, code_levels)
+    basis = np.cumprod((1,) + tuple(code_levels[:-1]))  # fsq.py's mixed radix, first level fastest
+  keys = jax.random.split(rng, len(groups))
+  codes = jnp.zeros(logits.shape[:-1], jnp.int32)
+  log_prob = jnp.zeros(logits.shape[:-1], jnp.float32)
+  for key, group, b in zip(keys, groups, basis):
+    choice = (jax.random.categorical(key, group, axis=-1) if temperature > 0
+              else jnp.argmax(group, axis=-1))
+    log_prob += jnp.take_along_axis(jax.nn.log_softmax(group, axis=-1), choice[..., None], axis=-1)[..., 0]
+    codes += choice.astype(jnp.int32) * int(b)
+  return codes, log_prob
+
+
 def maskgit_decode(logits_fn, rng: jax.Array, *, batch: int, num_tokens: int, mask_id: int,
-                   steps: int, temperature: float, gumbel_scale: float) -> jax.Array:
-  """Decodes one frame. logits_fn(tokens int [B, S] with mask_id) -> logits [B, S, K].
+                   steps: int, temperature: float, gumbel_scale: float, code_levels=()) -> jax.Array:
+  """Decodes one frame. logits_fn(tokens int [B, S] with mask_id) -> logits [B, S, K]
+  (with `code_levels`, per FSQ channel [B, S, sum(levels)]; see sample_codes).
 
   Returns int32 [B, S] with no mask left. temperature 0 samples greedily.
   """
   def body(i, carry):
     tokens, num_masked = carry
     masked = tokens == mask_id
-    logits = logits_fn(tokens).astype(jnp.float32)
     sample_key, noise_key = jax.random.split(jax.random.fold_in(rng, i))
-    if temperature > 0:
-      logits = logits / temperature
-      sampled = jax.random.categorical(sample_key, logits, axis=-1)
-    else:
-      sampled = jnp.argmax(logits, axis=-1)
-    log_probs = jax.nn.log_softmax(logits, axis=-1)
-    confidence = jnp.take_along_axis(log_probs, sampled[..., None], axis=-1)[..., 0]
+    sampled, confidence = sample_codes(logits_fn(tokens), sample_key, temperature=temperature,
+                                       code_levels=code_levels)
     anneal = gumbel_scale * (1.0 - (i + 1) / steps)
     confidence = confidence + anneal * jax.random.gumbel(noise_key, confidence.shape)
     confidence = jnp.where(masked, confidence, jnp.inf)  # decided tokens stay decided
@@ -116,21 +137,23 @@ def next_frame(dynamics: DynamicsModel, state: WorldState, action: jax.Array, rn
   action = action.astype(jnp.int32)
   actions = jax.lax.dynamic_update_slice_in_dim(state.actions, action[:, None], position, axis=1)
 
+  # the fsq_digits head samples channel by channel (sample_codes), never the joint softmax
   if state.cache is not None:
     def logits_fn(frame):
-      return dynamics.step(frame[:, None], action[:, None], state.cache, position)[0][:, 0]
+      return dynamics.step(frame[:, None], action[:, None], state.cache, position, joint=False)[0][:, 0]
   else:
     def logits_fn(frame):
       context = jax.lax.dynamic_update_slice_in_dim(state.tokens, frame[:, None], position, axis=1)
-      logits = dynamics(context, actions)
+      logits = dynamics(context, actions, joint=False)
       return jax.lax.dynamic_index_in_dim(logits, position, axis=1, keepdims=False)
 
   frame = maskgit_decode(logits_fn, rng, batch=b, num_tokens=s, mask_id=dynamics.mask_id,
-                         steps=steps, temperature=temperature, gumbel_scale=gumbel_scale)
+                         steps=steps, temperature=temperature, gumbel_scale=gumbel_scale,
+                         code_levels=dynamics.code_levels)
   tokens = jax.lax.dynamic_update_slice_in_dim(state.tokens, frame[:, None], position, axis=1)
   cache = state.cache
   if cache is not None:  # the finished frame's keys/values join the cache
-    _, frame_kv = dynamics.step(frame[:, None], action[:, None], cache, position)
+    _, frame_kv = dynamics.step(frame[:, None], action[:, None], cache, position, joint=False)
     cache = KVCache(*(jax.lax.dynamic_update_slice_in_dim(c, f.astype(c.dtype), position, axis=2)
                       for c, f in zip(cache, frame_kv)))
   return WorldState(tokens, actions, cache, position + 1), frame
@@ -148,8 +171,8 @@ def next_frame_predictions(dynamics: DynamicsModel, tokens: jax.Array, actions: 
 
   def one(position):
     action = jax.lax.dynamic_slice_in_dim(actions, position, 1, axis=1)
-    logits, _ = dynamics.step(masked, action, cache, position)
-    return jnp.argmax(logits[:, 0], axis=-1).astype(jnp.int32)
+    logits, _ = dynamics.step(masked, action, cache, position, joint=False)
+    return sample_codes(logits[:, 0], jax.random.key(0), temperature=0.0, code_levels=dynamics.code_levels)[0]
 
   return jnp.stack([one(jnp.int32(p)) for p in range(1, tokens.shape[1])], axis=1)
 

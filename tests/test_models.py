@@ -184,6 +184,7 @@ def test_teacher_forced_frame_t_equals_sampling_from_the_true_past(mode):
 def test_fsq_digit_head_is_a_normalised_distribution_over_codes():
   cfg = sprites.get_config("lam_dynamics")
   cfg.dynamics.token_head = "fsq_digits"
+  cfg.tokenizer.update(fsq_levels=(8, 5, 5, 5), num_codes=1000)  # a joint table small enough to compare
   model = build.make_dynamics(cfg, nnx.Rngs(0))
   from genie_jax.models.fsq import FiniteScalarQuantizer
   fsq = FiniteScalarQuantizer(levels=cfg.tokenizer.fsq_levels)
@@ -219,6 +220,48 @@ def test_frame_encoder_tokens_do_not_depend_on_the_past():
   cfg.tokenizer.encoder = "video"
   tok = build.make_tokenizer(cfg, nnx.Rngs(0))
   assert not np.allclose(tok(video).latents[:, 2:], tok(other_past).latents[:, 2:])
+
+
+def test_patch_encoder_token_is_a_function_of_its_own_pixels():
+  cfg = sprites.get_config("tokenizer")
+  cfg.tokenizer.update(encoder="patch", enc_blocks=1, dec_blocks=1)
+  tok = build.make_tokenizer(cfg, nnx.Rngs(0))
+  video = jax.random.uniform(jax.random.key(0), (1, 2, 64, 64, 3))
+  tokens = np.asarray(tok.encode(video))
+  # repaint everything but the patch at token (2, 3) of frame 1: that token stays, others move
+  other = jax.random.uniform(jax.random.key(1), (1, 2, 64, 64, 3))
+  kept = other.at[:, 1, 16:24, 24:32].set(video[:, 1, 16:24, 24:32])
+  other_tokens = np.asarray(tok.encode(kept))
+  assert other_tokens[0, 1, 2, 3] == tokens[0, 1, 2, 3]
+  assert np.mean(other_tokens != tokens) > 0.5
+  # the same pixels anywhere in the frame, at any time, give the same token
+  moved = video.at[:, 0, 40:48, 0:8].set(video[:, 1, 16:24, 24:32])
+  assert np.asarray(tok.encode(moved))[0, 0, 5, 0] == tokens[0, 1, 2, 3]
+
+
+def test_tokenizer_pixel_head_and_refinement():
+  """out_hidden and refine_channels: every new parameter is named; the refinement starts at
+  zero (the output is the patch head's first 3 channels); a pixel's correction reads only
+  the 5x5 pixels around it (two 3x3 convolutions), checked against a perturbation."""
+  cfg = sprites.get_config("tokenizer")
+  cfg.tokenizer.update(out_hidden=32, refine_channels=4, enc_blocks=1, dec_blocks=1)
+  tok = build.make_tokenizer(cfg, nnx.Rngs(0))
+  for path, var in jax.tree.leaves_with_path(nnx.state(tok, nnx.Param),
+                                             is_leaf=lambda x: isinstance(x, nnx.Variable)):
+    names = var.get_metadata().get("out_sharding")
+    assert names is not None and len(names) == len(var.get_value().shape), path
+  latents = jax.random.uniform(jax.random.key(0), (1, 2, 64, tok.quantizer.code_dim), minval=-1, maxval=1)
+  x = tok.decoder(tok.dec_pos(tok.from_latent(latents)))
+  head = patching.unpatchify(tok.patch_out(jax.nn.gelu(tok.patch_hidden(x))), patch=8, height=64,
+                             width=64, channels=7)
+  np.testing.assert_allclose(tok._decode_latents(latents), head[..., :3], atol=1e-6)
+  # with a non-zero output convolution, perturb one pixel's features and see how far it reaches
+  tok.refine_out.kernel.set_value(jax.random.normal(jax.random.key(1), (3, 3, 4, 3)))
+  flat = head.reshape(-1, 64, 64, 7)
+  refine = lambda f: tok.refine_out(jax.nn.gelu(tok.refine_in(f)))
+  changed = np.abs(np.asarray(refine(flat.at[:, 30, 40, 5].add(1.0)) - refine(flat))).max(axis=(0, 3)) > 0
+  rows, cols = np.nonzero(changed)
+  assert rows.min() == 28 and rows.max() == 32 and cols.min() == 38 and cols.max() == 42
 
 
 def test_lam_action_depends_only_on_its_two_frames_and_past():

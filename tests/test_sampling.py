@@ -52,6 +52,53 @@ def test_greedy_decoding_picks_the_argmax():
   np.testing.assert_array_equal(out, np.argmax(np.asarray(logits), -1))
 
 
+def _joint_log_probs(channel_logits: np.ndarray, levels) -> np.ndarray:
+  """NumPy reference: [..., sum(levels)] per-channel logits -> [..., prod(levels)] joint
+  log-probabilities, code k having digit (k // prod(levels[:i])) % levels[i] in channel i."""
+  out, start, stride = 0.0, 0, 1
+  codes = np.arange(int(np.prod(levels)))
+  for level in levels:
+    logits = channel_logits[..., start:start + level]
+    log_p = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True)) \
+        - logits.max(-1, keepdims=True)
+    out = out + log_p[..., (codes // stride) % level]
+    start, stride = start + level, stride * level
+  return out
+
+
+def test_digit_sampling_is_the_joint_distribution():
+  levels = (2, 3)
+  logits = np.asarray(jax.random.normal(jax.random.PRNGKey(4), (3, 5))) * 2.0  # 3 tokens
+  joint = _joint_log_probs(logits, levels)  # [3, 6]
+  greedy, greedy_log_p = sampling.sample_codes(jnp.asarray(logits), jax.random.PRNGKey(0),
+                                               temperature=0.0, code_levels=levels)
+  np.testing.assert_array_equal(greedy, joint.argmax(-1))
+  np.testing.assert_allclose(greedy_log_p, joint.max(-1), atol=1e-5)
+  # drawn at temperature 1, the codes' frequencies are the joint softmax
+  draws = jax.vmap(lambda k: sampling.sample_codes(jnp.asarray(logits), k, temperature=1.0,
+                                                   code_levels=levels)[0])(
+      jax.random.split(jax.random.PRNGKey(1), 20_000))
+  freq = np.stack([np.bincount(np.asarray(draws)[:, t], minlength=6) / 20_000 for t in range(3)])
+  np.testing.assert_allclose(freq, np.exp(joint), atol=0.015)
+
+
+def test_digit_head_rollout_equals_the_joint_head_path():
+  """The fsq_digits head samples channel by channel; greedily that is the argmax of the
+  joint log-probabilities the model also gives (dynamics._logits with joint=True)."""
+  levels = (4, 3)
+  dyn = DynamicsModel(num_codes=12, tokens_per_frame=6, max_frames=4, dim=32, num_layers=1,
+                      num_heads=4, num_actions=3, action_conditioning="token", rngs=nnx.Rngs(2),
+                      token_head="fsq_digits", code_levels=levels)
+  prompt = jax.random.randint(jax.random.PRNGKey(0), (2, 2, 6), 0, 12)
+  state = sampling.init_state(dyn, prompt, jnp.array([[3, 1], [3, 2]]), max_frames=4)
+  action = jnp.array([0, 2])
+  _, frame = sampling.next_frame(dyn, state, action, jax.random.PRNGKey(1), steps=1,
+                                 temperature=0.0, gumbel_scale=0.0)
+  masked = jnp.full((2, 1, 6), dyn.mask_id, jnp.int32)
+  joint, _ = dyn.step(masked, action[:, None], state.cache, state.length)  # joint=True
+  np.testing.assert_array_equal(frame, np.argmax(np.asarray(joint[:, 0]), -1))
+
+
 @pytest.mark.parametrize("conditioning", ["token", "additive"])
 def test_cached_and_recomputed_decoding_agree_through_the_slide(conditioning):
   window, frames_out = 5, 9  # 2 prompt frames + 9 new ones: the context slides 6 times

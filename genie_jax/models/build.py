@@ -33,7 +33,8 @@ def make_tokenizer(config, rngs: nnx.Rngs) -> VideoTokenizer:
       num_codes=t.num_codes, latent_dim=t.latent_dim, quantizer=t.get("quantizer", "vq"),
       fsq_levels=tuple(t.get("fsq_levels", ())), rngs=rngs, dtype=compute_dtype(config),
       remat=config.remat, scan_layers=config.scan_layers, attention=attention(config),
-      encoder=t.get("encoder", "video"))
+      encoder=t.get("encoder", "video"), out_hidden=t.get("out_hidden", 0),
+      refine_channels=t.get("refine_channels", 0))
 
 
 def make_lam(config, rngs: nnx.Rngs) -> LatentActionModel:

@@ -147,11 +147,13 @@ class DynamicsModel(nnx.Module):
     _, cache = self.transformer(self._embed(tokens, actions, 0), return_kv=True)
     return cache
 
-  def step(self, tokens: jax.Array, actions: jax.Array, cache: KVCache, position: jax.Array):
+  def step(self, tokens: jax.Array, actions: jax.Array, cache: KVCache, position: jax.Array, *,
+           joint: bool = True):
     """One frame at `position` against the cache of earlier frames.
 
     tokens int [B, 1, S], actions int [B, 1] -> (logits float32 [B, 1, S, K], KVCache of the
     frame [L, B, 1, S', N, Hd]). Equal to __call__ on the whole context at that frame.
+    `joint=False`: see _logits.
     """
     x, frame_cache = self.transformer.step(self._embed(tokens, actions, position), cache, position)
-    return self._logits(x), frame_cache
+    return self._logits(x, joint), frame_cache

@@ -84,6 +84,24 @@ class LayerNorm(nnx.Module):
     return y.astype(dtype)
 
 
+class Conv(nnx.Module):
+  """3x3 "same" convolution over [N, H, W, C]; small (pixel-level) layers, so replicated."""
+
+  def __init__(self, in_features: int, out_features: int, *, rngs: nnx.Rngs, dtype=jnp.float32,
+               param_dtype=jnp.float32, zero_init: bool = False):
+    init = (nnx.initializers.zeros if zero_init else
+            nnx.initializers.variance_scaling(1.0, "fan_in", "truncated_normal", in_axis=(0, 1, 2), out_axis=3))
+    self.kernel = param(rngs, init, (3, 3, in_features, out_features), (None, None, None, None), param_dtype)
+    self.bias = param(rngs, nnx.initializers.zeros, (out_features,), (None,), param_dtype)
+    self.dtype = dtype
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    y = jax.lax.conv_general_dilated(x.astype(self.dtype), self.kernel[...].astype(self.dtype),
+                                     window_strides=(1, 1), padding="SAME",
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return y + self.bias[...].astype(self.dtype)
+
+
 class MLP(nnx.Module):
   """The block's one feed-forward layer: D -> 4D (gelu) -> D."""
 
