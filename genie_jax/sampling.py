@@ -25,8 +25,8 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
+from genie_jax.models import fsq
 from genie_jax.models.dynamics import DynamicsModel, split_channels
 from genie_jax.models.st_transformer import KVCache
 
@@ -58,7 +58,7 @@ def sample_codes(logits: jax.Array, rng: jax.Array, *, temperature: float, code_
     groups, basis = [logits], [1]
   else:
     groups = split_channels(logits, code_levels)
-    basis = np.cumprod((1,) + tuple(code_levels[:-1]))  # fsq.py's mixed radix, first level fastest
+    basis = fsq.radix_basis(code_levels)
   keys = jax.random.split(rng, len(groups))
   codes = jnp.zeros(logits.shape[:-1], jnp.int32)
   log_prob = jnp.zeros(logits.shape[:-1], jnp.float32)
@@ -66,7 +66,7 @@ def sample_codes(logits: jax.Array, rng: jax.Array, *, temperature: float, code_
     choice = (jax.random.categorical(key, group, axis=-1) if temperature > 0
               else jnp.argmax(group, axis=-1))
     log_prob += jnp.take_along_axis(jax.nn.log_softmax(group, axis=-1), choice[..., None], axis=-1)[..., 0]
-    codes += choice.astype(jnp.int32) * int(b)
+    codes += choice.astype(jnp.int32) * b
   return codes, log_prob
 
 

@@ -19,11 +19,16 @@ from flax import nnx
 from genie_jax.models.quantizer import QuantizerOutput
 
 
+def radix_basis(levels: Sequence[int]) -> tuple[int, ...]:
+  """The weight of each digit in a code index: index = sum_i digit_i * prod(levels[:i])
+  (mixed radix, first level fastest)."""
+  return tuple(int(b) for b in np.cumprod((1,) + tuple(levels[:-1])))
+
+
 def digits(indices, levels: Sequence[int]):
-  """Code indices int [...] -> their FSQ digits [..., d] (mixed radix, first level fastest:
-  index = sum_i digit_i * prod(levels[:i])). Works on NumPy and JAX arrays alike."""
-  basis = np.cumprod((1,) + tuple(levels[:-1]))
-  return (indices[..., None] // basis) % np.asarray(levels)
+  """Code indices int [...] -> their FSQ digits [..., d] (radix_basis's numbering). Works
+  on NumPy and JAX arrays alike."""
+  return (indices[..., None] // np.asarray(radix_basis(levels))) % np.asarray(levels)
 
 
 class FiniteScalarQuantizer(nnx.Module):
@@ -34,7 +39,7 @@ class FiniteScalarQuantizer(nnx.Module):
     self.levels = levels
     self.half_width = tuple(l // 2 for l in levels)  # digit d <-> code value (d - hw) / hw
     # index = sum_i digit_i * basis_i, digits in 0..L_i-1 (mixed radix)
-    self.basis = tuple(int(b) for b in np.cumprod((1,) + levels[:-1]))
+    self.basis = radix_basis(levels)
 
   @property
   def num_codes(self) -> int:

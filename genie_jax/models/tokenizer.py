@@ -95,15 +95,14 @@ class VideoTokenizer(nnx.Module):
   def _encode(self, video: jax.Array):
     self._check(video)
     x = self.patch_in(patching.patchify(patching.to_unit_float(video), self.patch))  # [B, T, S, D]
+    b, t, s, d = x.shape
     if self.encoder_kind == "patch":  # every patch its own clip of one token, with no position
-      b, t, s, d = x.shape
-      return self.quantizer(self.to_latent(self.encoder(x.reshape(b * t * s, 1, 1, d)).reshape(x.shape)))
-    if self.encoder_kind == "frame":  # every frame its own clip of one frame
-      b, t = x.shape[:2]
-      return self.quantizer(self.to_latent(self.encoder(self.enc_pos(x.reshape(b * t, 1, *x.shape[2:])))
-                                           .reshape(x.shape)))
-    x = self.encoder(self.enc_pos(x))
-    return self.quantizer(self.to_latent(x))
+      z = self.encoder(x.reshape(b * t * s, 1, 1, d))
+    elif self.encoder_kind == "frame":  # every frame its own clip of one frame
+      z = self.encoder(self.enc_pos(x.reshape(b * t, 1, s, d)))
+    else:
+      z = self.encoder(self.enc_pos(x))
+    return self.quantizer(self.to_latent(z.reshape(x.shape)))
 
   def _decode_latents(self, latents: jax.Array) -> jax.Array:
     x = self.decoder(self.dec_pos(self.from_latent(latents)))
