@@ -24,7 +24,22 @@ from tqdm import tqdm
 
 from data_pipelines import builders, records
 
-NUM_PROCGEN_ACTIONS = 15
+# Procgen's 15 actions, as procgen.env.ProcgenGym3Env.get_combos lists them: the keys each
+# holds down. CoinRun reads LEFT, RIGHT and UP (jump) only, so several do the same thing.
+PROCGEN_COMBOS = (("LEFT", "DOWN"), ("LEFT",), ("LEFT", "UP"), ("DOWN",), (), ("UP",),
+                  ("RIGHT", "DOWN"), ("RIGHT",), ("RIGHT", "UP"), ("D",), ("A",), ("W",), ("S",),
+                  ("Q",), ("E",))
+NUM_PROCGEN_ACTIONS = len(PROCGEN_COMBOS)
+
+
+def action_effects(actions: np.ndarray) -> dict[str, tuple[np.ndarray, int]]:
+  """Procgen action ids int [...] -> {grouping: (labels int [...], number of labels)}: what the
+  action does in CoinRun, "horizontal" (0 left, 1 neither, 2 right), "jump" (0/1), and
+  "horizontal x jump" (6 labels), for scoring latent actions against what actions do rather
+  than which of 15 keys was pressed."""
+  horizontal = np.array([0 if "LEFT" in c else 2 if "RIGHT" in c else 1 for c in PROCGEN_COMBOS])[actions]
+  jump = np.array([int("UP" in c) for c in PROCGEN_COMBOS])[actions]
+  return {"horizontal": (horizontal, 3), "jump": (jump, 2), "horizontal x jump": (horizontal * 2 + jump, 6)}
 _SPLIT_INDEX = {"train": 0, "validation": 1, "test": 2}
 
 

@@ -44,6 +44,26 @@ def _background(rng: np.random.Generator, size: int, kind: str) -> np.ndarray:
   return background + 0.08 * texture[..., None]
 
 
+def _episode_look(rng: np.random.Generator, size: int, background: str):
+  """(background float [size, size, 3], sprite colour float [3]): an episode's colours, the
+  first draws of its generator."""
+  return _background(rng, size, background), rng.uniform(0.7, 1.0, size=3)
+
+
+def episode_look(*, seed: int, size: int = 64, background: str = "checker"):
+  """The background and sprite colour of simulate_episode's episode `seed`, to paint the
+  sprite of that episode anywhere (paint)."""
+  return _episode_look(np.random.default_rng(seed), size, background)
+
+
+def paint(back: np.ndarray, color: np.ndarray, pos, *, sprite: int) -> np.ndarray:
+  """A frame uint8 [size, size, 3]: the sprite of side `sprite` with top-left `pos` (row, col)
+  over the background."""
+  frame = back.copy()
+  frame[pos[0]:pos[0] + sprite, pos[1]:pos[1] + sprite] = color
+  return np.clip(frame * 255, 0, 255).astype(np.uint8)
+
+
 def _moves_something(pos: np.ndarray, action: int, *, size: int, sprite: int, speed: int) -> bool:
   new = np.clip(pos + speed * _MOVES[action], 0, size - sprite)
   return action == 0 or bool(np.any(new != pos))
@@ -60,16 +80,13 @@ def simulate_episode(*, seed: int, num_steps: int, size: int = 64, sprite: int =
   if not 0 < sprite < size or speed < 1:
     raise ValueError(f"need 0 < sprite ({sprite}) < size ({size}) and speed ({speed}) >= 1")
   rng = np.random.default_rng(seed)
-  back = _background(rng, size, background)
-  sprite_color = rng.uniform(0.7, 1.0, size=3)
+  back, sprite_color = _episode_look(rng, size, background)
   pos = rng.integers(0, size - sprite, size=2)
   actions = np.empty(num_steps, np.int32)
   positions = np.empty((num_steps, 2), np.int64)
   frames = np.empty((num_steps, size, size, 3), np.uint8)
   for t in range(num_steps):
-    frame = back.copy()
-    frame[pos[0]:pos[0] + sprite, pos[1]:pos[1] + sprite] = sprite_color
-    frames[t] = np.clip(frame * 255, 0, 255).astype(np.uint8)
+    frames[t] = paint(back, sprite_color, pos, sprite=sprite)
     positions[t] = pos
     action = int(rng.integers(0, len(ACTION_NAMES)))
     while not wall_moves and not _moves_something(pos, action, size=size, sprite=sprite, speed=speed):
@@ -100,6 +117,19 @@ def occupancy_tokens(positions: np.ndarray, *, size: int = 64, sprite: int = 12,
   rows, cols = covered(positions[..., 0])[..., :, None], covered(positions[..., 1])[..., None, :]
   tokens = np.where((rows > 0) & (cols > 0), rows * (patch + 1) + cols, 0)  # 0: no sprite in the patch
   return tokens.reshape(*positions.shape[:-1], -1).astype(np.int32)
+
+
+def positions_from_occupancy(tokens: np.ndarray, *, size: int = 64, sprite: int = 12, patch: int = 8) -> np.ndarray:
+  """The inverse of occupancy_tokens: tokens int [..., (size/patch)^2] -> sprite top-left int
+  [..., 2], the position whose occupancy tokens agree with `tokens` on the most patches
+  (ties: the first in row-major order). Exact on any position's own tokens; for a model's
+  guess, the nearest state the world can be in."""
+  grid = np.stack(np.meshgrid(np.arange(size - sprite + 1), np.arange(size - sprite + 1), indexing="ij"), -1)
+  grid = grid.reshape(-1, 2)
+  table = occupancy_tokens(grid, size=size, sprite=sprite, patch=patch)  # [P, S]
+  flat = tokens.reshape(-1, tokens.shape[-1])
+  agree = np.stack([np.sum(table == row, axis=-1) for row in flat])  # [N, P]
+  return grid[np.argmax(agree, axis=-1)].reshape(*tokens.shape[:-1], 2)
 
 
 def build(*, data_dir: str, episodes: int, eval_episodes: int, max_steps: int, size: int = 64,

@@ -45,7 +45,8 @@ def base_config() -> ml_collections.ConfigDict:
       dim=512, num_blocks=6, num_heads=8, head_dim=0, action_conditioning="token",
       mask_rate_min=0.5, mask_rate_max=1.0, full_mask_prob=0.0,  # P(a target frame is masked whole)
       mask_scheme="all_frames",    # all_frames: the paper; one_frame; teacher_forced (losses.mask_tokens)
-      token_head="joint"))        # joint: the paper; fsq_digits: one softmax per FSQ channel
+      token_head="joint",         # joint: the paper; fsq_digits: one softmax per FSQ channel
+      change_weight=0.0))         # > 0: tokens that differ from the frame before weigh 1 + w (0: the paper)
   c.sampling = ml_collections.ConfigDict(dict(steps=25, temperature=1.0, gumbel_scale=1.0))
 
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1, num_devices=0))  # 0: all devices

@@ -49,10 +49,12 @@ def main():
     for assignment in args.set:
       apply_override(c, assignment)
     started = time.perf_counter()
-    true, random = occupancy_control.train_and_measure(c, steps=args.steps, seed=c.seed)
+    m = occupancy_control.train_and_measure(c, steps=args.steps, seed=c.seed)
     print(f"occupancy tokens, {args.steps} steps, dynamics {dict(c.dynamics)} lr {c.optim.lr}: on the "
-          f"held-out tokens a move changes, true actions {true:.3f}, random actions {random:.3f} "
-          f"({time.perf_counter() - started:.0f} s)")
+          f"held-out tokens a move changes, true actions {m['changed_accuracy']:.3f}, random actions "
+          f"{m['random_changed_accuracy']:.3f}; rollouts painted from their tokens, PSNR at t="
+          f"{occupancy_control.WINDOW - 1} {m['psnr']:.2f} vs {m['psnr_random']:.2f} dB, Δ {m['delta_psnr']:+.3f} ± "
+          f"{m['delta_psnr_ci95']:.3f} ({time.perf_counter() - started:.0f} s)")
     return
   if not (args.data_dir and args.tokenizer_workdir):
     ap.error("--tokens tokenizer needs --data_dir and --tokenizer_workdir")

@@ -264,3 +264,13 @@ def test_dataset_commands_print_their_own_summary_not_tfds_chatter(tmp_path):
   assert "train: 2 episodes, 40 frames" in out.stdout
   assert "Downloading and preparing" not in text and "Unknown size" not in text
   assert not [line for line in text.splitlines() if line.startswith("I1") or line.startswith("I0")]
+
+
+def test_coinrun_action_effects_group_the_procgen_keys():
+  """CoinRun reads LEFT, RIGHT and UP only: procgen's ids 0-2 go left, 6-8 right, 2/5/8 jump
+  (the order of procgen.env.ProcgenGym3Env.get_combos)."""
+  effects = coinrun.action_effects(np.arange(15))
+  np.testing.assert_array_equal(effects["horizontal"][0], [0, 0, 0, 1, 1, 1, 2, 2, 2, 1, 1, 1, 1, 1, 1])
+  np.testing.assert_array_equal(np.flatnonzero(effects["jump"][0]), [2, 5, 8])
+  labels, count = effects["horizontal x jump"]
+  assert count == 6 and len(set(labels.tolist())) == 6

@@ -223,6 +223,27 @@ def test_the_fsq_digit_loss_is_the_joint_loss():
   assert float(losses.masked_token_loss(per_channel, best, mask, code_levels=levels)[1]) == 1.0
 
 
+def test_dynamics_change_weight_against_numpy():
+  """dynamics.change_weight: a masked token that differs from the frame before's weighs
+  1 + w in the cross-entropy (normalised by the weights' sum); the accuracy stays the plain
+  fraction of masked tokens right. Reference: a NumPy log-softmax, weights and means."""
+  rng = np.random.default_rng(0)
+  tokens = rng.integers(0, 3, (2, 4, 5))
+  logits = rng.normal(size=(2, 4, 5, 3)).astype(np.float32)
+  mask = rng.random((2, 4, 5)) < 0.7
+  mask[:, 0] = False
+  changed = np.zeros(tokens.shape, bool)
+  changed[:, 1:] = tokens[:, 1:] != tokens[:, :-1]
+  np.testing.assert_array_equal(losses.changed_tokens(jnp.asarray(tokens)), changed)
+  log_p = logits - np.log(np.sum(np.exp(logits), -1, keepdims=True))
+  ce = -np.take_along_axis(log_p, tokens[..., None], -1)[..., 0]
+  weight = mask * (1.0 + 9.0 * changed)
+  got_ce, got_acc = losses.masked_token_loss(jnp.asarray(logits), jnp.asarray(tokens), jnp.asarray(mask),
+                                             weight=jnp.asarray(1.0 + 9.0 * changed))
+  np.testing.assert_allclose(float(got_ce), np.sum(weight * ce) / np.sum(weight), rtol=1e-5)
+  np.testing.assert_allclose(float(got_acc), np.mean((np.argmax(logits, -1) == tokens)[mask]), rtol=1e-6)
+
+
 def test_lam_warmup_steps_train_the_lam_alone_then_both(sprites_dir):
   """train.lam_warmup_steps: before it, the dynamics model gets no gradient and the LAM the
   same gradient as with the dynamics term on (the actions reach the dynamics as discrete

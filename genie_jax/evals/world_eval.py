@@ -23,7 +23,8 @@ import numpy as np
 from genie_jax.evals import action_metrics, fvd as fvd_lib, image_metrics
 
 
-def _mean_ci(values: np.ndarray) -> tuple[float, float]:
+def mean_ci(values: np.ndarray) -> tuple[float, float]:
+  """(mean, half-width of its normal 95% interval)."""
   values = np.asarray(values, np.float64)
   half = 1.96 * values.std(ddof=1) / np.sqrt(len(values)) if len(values) > 1 else float("nan")
   return float(values.mean()), float(half)
@@ -91,7 +92,7 @@ def evaluate_world(genie, batches, *, num_clips: int, t: int = 4, seed: int = 0,
     raise ValueError(f"the evaluation split gave {seen} clips, fewer than the {total} asked for")
   cat = {k: np.concatenate(v)[:num_clips] for k, v in per_frame.items()}  # [N, frames]
   delta = cat["psnr_lam"][:, t - 1] - cat["psnr_random"][:, t - 1]  # column t-1 holds x_t
-  mean, ci95 = _mean_ci(delta)
+  mean, ci95 = mean_ci(delta)
   latent = np.concatenate(latent)[:num_clips]
   real = np.concatenate(real)[:num_clips]
   usage = np.bincount(latent.ravel(), minlength=genie.num_actions)

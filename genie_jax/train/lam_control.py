@@ -7,6 +7,8 @@ tests/test_world_control.py, the guard that the LAM half of a controllable world
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -21,22 +23,29 @@ from genie_jax.train import losses, state as state_lib
 EPISODE_STEPS = 32
 
 
-def sprite_clips(first_seed: int, episodes: int, window: int, episode_steps: int = EPISODE_STEPS):
-  """(frames uint8 [N, window, 64, 64, 3], transition actions int32 [N, window - 1], sprite
-  positions int [N, window, 2]) cut from random-policy episodes of the default sprite world."""
-  frames, actions, positions = [], [], []
+class Clips(NamedTuple):
+  frames: np.ndarray     # uint8 [N, window, 64, 64, 3]
+  actions: np.ndarray    # int32 [N, window - 1], the transitions'
+  positions: np.ndarray  # int [N, window, 2], the sprite's top-left
+  seeds: np.ndarray      # int [N], each clip's episode (sprite_world.episode_look)
+
+
+def sprite_clips(first_seed: int, episodes: int, window: int, episode_steps: int = EPISODE_STEPS) -> Clips:
+  """Clips cut from random-policy episodes of the default sprite world."""
+  frames, actions, positions, seeds = [], [], [], []
   for seed in range(first_seed, first_seed + episodes):
     video, acts, pos = sprite_world.simulate_episode(seed=seed, num_steps=episode_steps)
     for start in range(0, episode_steps - window + 1, window):
       frames.append(video[start:start + window])
       actions.append(acts[start:start + window - 1])
       positions.append(pos[start:start + window])
-  return np.stack(frames), np.stack(actions), np.stack(positions)
+      seeds.append(seed)
+  return Clips(np.stack(frames), np.stack(actions), np.stack(positions), np.array(seeds))
 
 
 def train_lam(config, *, steps: int, batch_size: int = 8, seed: int = 0, episodes: int = 128):
   """config: a lam_dynamics config (its data.window, lam and optim fields) -> the trained LAM."""
-  frames, _, _ = sprite_clips(0, episodes, config.data.window)
+  frames = sprite_clips(0, episodes, config.data.window).frames
   lam = build.make_lam(config, nnx.Rngs(seed))
   graphdef, params = nnx.split(lam, nnx.Param)
   tx = state_lib.make_optimizer(config.optim, steps)
@@ -73,7 +82,7 @@ def infer_actions(lam, frames: np.ndarray, batch_size: int = 64) -> np.ndarray:
 
 def score(lam, *, first_seed: int = 10_000, episodes: int = 32) -> dict:
   """The LAM's codes on held-out episodes against the true actions."""
-  frames, actions, _ = sprite_clips(first_seed, episodes, lam.enc_pos.time[...].shape[0])
+  frames, actions, _, _ = sprite_clips(first_seed, episodes, lam.enc_pos.time[...].shape[0])
   codes = infer_actions(lam, frames)
   table = action_metrics.contingency(codes, actions, lam.num_actions, len(sprite_world.ACTION_NAMES))
   return {"accuracy": action_metrics.best_mapping_accuracy(table),

@@ -101,24 +101,39 @@ def dynamics_logits(dynamics, tokens: jax.Array, mask: jax.Array, actions: jax.A
   return dynamics(masked, actions, joint=joint)
 
 
+def changed_tokens(tokens: jax.Array) -> jax.Array:
+  """tokens int [B, T, S] -> bool [B, T, S]: tokens that differ from the same position's token
+  in the frame before (frame 0: none)."""
+  changed = tokens[:, 1:] != tokens[:, :-1]
+  return jnp.concatenate([jnp.zeros_like(changed[:, :1]), changed], axis=1)
+
+
 def dynamics_token_loss(dynamics, tokens: jax.Array, mask: jax.Array, actions: jax.Array, *,
-                        scheme: str):
+                        scheme: str, change_weight: float = 0.0):
   """(cross-entropy, accuracy) of the dynamics model on the tokens under `mask`, the fsq_digits
-  head's taken channel by channel."""
+  head's taken channel by channel. With `change_weight` a token that differs from the frame
+  before's (changed_tokens) weighs 1 + change_weight in the cross-entropy: what an action moves
+  is a few percent of the tokens, and copying the previous frame gets the rest right
+  (README, "A world that obeys its actions"); the accuracy stays unweighted."""
   logits = dynamics_logits(dynamics, tokens, mask, actions, scheme=scheme, joint=False)
-  return masked_token_loss(logits, tokens, mask, code_levels=dynamics.code_levels)
+  weight = 1.0 + change_weight * changed_tokens(tokens).astype(jnp.float32) if change_weight else None
+  return masked_token_loss(logits, tokens, mask, code_levels=dynamics.code_levels, weight=weight)
 
 
-def masked_token_loss(logits, targets, mask, *, code_levels=()):
+def masked_token_loss(logits, targets, mask, *, code_levels=(), weight=None):
   """Mean cross-entropy and accuracy over masked tokens only.
 
   With `code_levels` (an FSQ tokenizer's, for the fsq_digits head) the logits are per
   channel, [.., sum(levels)]: the cross-entropy is the sum of the channels' (the head's
   joint probability is their product, so this is the joint cross-entropy) and a token is
-  right when every digit is (the joint argmax is the argmax of each channel).
+  right when every digit is (the joint argmax is the argmax of each channel). `weight`
+  (float, the shape of `targets`) weighs each masked token's cross-entropy, normalised by
+  the weights' sum; the accuracy counts every masked token once.
   """
-  weight = mask.astype(jnp.float32)
-  denom = jnp.maximum(jnp.sum(weight), 1.0)
+  counted = mask.astype(jnp.float32)
+  denom = jnp.maximum(jnp.sum(counted), 1.0)
+  ce_weight = counted if weight is None else counted * weight
+  ce_denom = denom if weight is None else jnp.maximum(jnp.sum(ce_weight), 1e-6)
   if code_levels:
     digits = fsq.digits(targets, code_levels)
     channels = dynamics_lib.split_channels(logits, code_levels)
@@ -127,7 +142,7 @@ def masked_token_loss(logits, targets, mask, *, code_levels=()):
   else:
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
     right = jnp.argmax(logits, -1) == targets
-  return jnp.sum(ce * weight) / denom, jnp.sum(right * weight) / denom
+  return jnp.sum(ce * ce_weight) / ce_denom, jnp.sum(right * counted) / denom
 
 
 def lam_loss(lam_out, video: jax.Array, *, soft_weight: float = 0.0):
@@ -143,7 +158,7 @@ def lam_loss(lam_out, video: jax.Array, *, soft_weight: float = 0.0):
 def lam_dynamics_loss(model, batch: dict, rng: jax.Array, *, tokenizer, lam_weight: float,
                       rate_min: float, rate_max: float, mask_scheme: str = "all_frames",
                       full_mask_prob: float = 0.0, dynamics_actions: str = "lam", lam_soft_weight: float = 0.0,
-                      train_dynamics: bool | jax.Array = True):
+                      change_weight: float = 0.0, train_dynamics: bool | jax.Array = True):
   video = patching.to_unit_float(batch["frames"])
   rng, shift_rng = jax.random.split(rng)
   lam_out = model.lam(video, shift_rng=shift_rng, soft=lam_soft_weight > 0)
@@ -162,7 +177,8 @@ def lam_dynamics_loss(model, batch: dict, rng: jax.Array, *, tokenizer, lam_weig
     tokens = tokens.reshape(*tokens.shape[:2], -1)
     mask = mask_tokens(rng, tokens, rate_min=rate_min, rate_max=rate_max, scheme=mask_scheme,
                        full_mask_prob=full_mask_prob)
-    return dynamics_token_loss(model.dynamics, tokens, mask, actions, scheme=mask_scheme)
+    return dynamics_token_loss(model.dynamics, tokens, mask, actions, scheme=mask_scheme,
+                               change_weight=change_weight)
 
   if train_dynamics is True:
     ce, acc = dynamics_term()
