@@ -131,9 +131,7 @@ def masked_token_loss(logits, targets, mask, *, code_levels=(), weight=None):
   the weights' sum; the accuracy counts every masked token once.
   """
   counted = mask.astype(jnp.float32)
-  denom = jnp.maximum(jnp.sum(counted), 1.0)
   ce_weight = counted if weight is None else counted * weight
-  ce_denom = denom if weight is None else jnp.maximum(jnp.sum(ce_weight), 1e-6)
   if code_levels:
     digits = fsq.digits(targets, code_levels)
     channels = dynamics_lib.split_channels(logits, code_levels)
@@ -142,7 +140,9 @@ def masked_token_loss(logits, targets, mask, *, code_levels=(), weight=None):
   else:
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
     right = jnp.argmax(logits, -1) == targets
-  return jnp.sum(ce * ce_weight) / ce_denom, jnp.sum(right * counted) / denom
+  # with no token masked both sums are 0 and so is each mean
+  return (jnp.sum(ce * ce_weight) / jnp.maximum(jnp.sum(ce_weight), 1e-6),
+          jnp.sum(right * counted) / jnp.maximum(jnp.sum(counted), 1.0))
 
 
 def lam_loss(lam_out, video: jax.Array, *, soft_weight: float = 0.0):

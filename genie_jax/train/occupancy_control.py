@@ -82,9 +82,9 @@ def rollout_psnr(model, tokens: np.ndarray, actions: np.ndarray, clips: lam_cont
                                steps=sampling_config.steps, temperature=sampling_config.temperature,
                                gumbel_scale=sampling_config.gumbel_scale)
   positions = sprite_world.positions_from_occupancy(np.asarray(rolled), patch=PATCH)  # [N, WINDOW - 1, 2]
-  painted = np.stack([
-      np.stack([sprite_world.paint(*look, pos, sprite=SPRITE) for pos in clip_positions])
-      for look, clip_positions in zip((sprite_world.episode_look(seed=int(s)) for s in clips.seeds), positions)])
+  looks = {int(s): sprite_world.episode_look(seed=int(s)) for s in np.unique(clips.seeds)}  # clips share episodes
+  painted = np.stack([np.stack([sprite_world.paint(*looks[int(s)], pos, sprite=SPRITE) for pos in clip_positions])
+                      for s, clip_positions in zip(clips.seeds, positions)])
   truth = clips.frames[:, 1:].astype(np.float32) / 255.0
   psnr = np.asarray(image_metrics.psnr(truth, painted.astype(np.float32) / 255.0))
   # a sprite put exactly where it is paints the frame exactly (MSE 0): count it as an error
