@@ -46,7 +46,8 @@ def base_config() -> ml_collections.ConfigDict:
       mask_rate_min=0.5, mask_rate_max=1.0, full_mask_prob=0.0,  # P(a target frame is masked whole)
       mask_scheme="all_frames",    # all_frames: the paper; one_frame; teacher_forced (losses.mask_tokens)
       token_head="joint",         # joint: the paper; fsq_digits: one softmax per FSQ channel
-      change_weight=0.0))         # > 0: tokens that differ from the frame before weigh 1 + w (0: the paper)
+      change_weight=0.0,          # > 0: tokens that differ from the frame before weigh 1 + w (0: the paper)
+      previous_frame=False))      # True: each token also sees the one at its place in the frame before
   c.sampling = ml_collections.ConfigDict(dict(steps=25, temperature=1.0, gumbel_scale=1.0))
 
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1, num_devices=0))  # 0: all devices
@@ -54,7 +55,8 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.optim = ml_collections.ConfigDict(dict(
       lr=3e-4, end_lr_ratio=0.1, warmup_steps=1000, b1=0.9, b2=0.9, weight_decay=1e-4,
-      grad_clip=1.0, grad_accum=1))
+      grad_clip=1.0, grad_accum=1,
+      grad_clip_scope="global"))   # global: one norm over all params | per_model: each top-level model its own
   c.train = ml_collections.ConfigDict(dict(
       steps=200_000, batch_size=48, log_every=100, image_every=1000, ckpt_every=1000,
       keep=3, keep_period=0, tokenizer_workdir="", eval_every=0, eval_clips=16,

@@ -137,10 +137,12 @@ def next_frame(dynamics: DynamicsModel, state: WorldState, action: jax.Array, rn
   action = action.astype(jnp.int32)
   actions = jax.lax.dynamic_update_slice_in_dim(state.actions, action[:, None], position, axis=1)
 
+  previous = jax.lax.dynamic_slice_in_dim(state.tokens, position - 1, 1, axis=1)  # position >= 1
   # the fsq_digits head samples channel by channel (sample_codes), never the joint softmax
   if state.cache is not None:
     def logits_fn(frame):
-      return dynamics.step(frame[:, None], action[:, None], state.cache, position, joint=False)[0][:, 0]
+      return dynamics.step(frame[:, None], action[:, None], state.cache, position, previous=previous,
+                           joint=False)[0][:, 0]
   else:
     def logits_fn(frame):
       context = jax.lax.dynamic_update_slice_in_dim(state.tokens, frame[:, None], position, axis=1)
@@ -153,7 +155,7 @@ def next_frame(dynamics: DynamicsModel, state: WorldState, action: jax.Array, rn
   tokens = jax.lax.dynamic_update_slice_in_dim(state.tokens, frame[:, None], position, axis=1)
   cache = state.cache
   if cache is not None:  # the finished frame's keys/values join the cache
-    _, frame_kv = dynamics.step(frame[:, None], action[:, None], cache, position, joint=False)
+    _, frame_kv = dynamics.step(frame[:, None], action[:, None], cache, position, previous=previous, joint=False)
     cache = KVCache(*(jax.lax.dynamic_update_slice_in_dim(c, f.astype(c.dtype), position, axis=2)
                       for c, f in zip(cache, frame_kv)))
   return WorldState(tokens, actions, cache, position + 1), frame
@@ -171,7 +173,8 @@ def next_frame_predictions(dynamics: DynamicsModel, tokens: jax.Array, actions: 
 
   def one(position):
     action = jax.lax.dynamic_slice_in_dim(actions, position, 1, axis=1)
-    logits, _ = dynamics.step(masked, action, cache, position, joint=False)
+    previous = jax.lax.dynamic_slice_in_dim(tokens, position - 1, 1, axis=1)
+    logits, _ = dynamics.step(masked, action, cache, position, previous=previous, joint=False)
     return sample_codes(logits[:, 0], jax.random.key(0), temperature=0.0, code_levels=dynamics.code_levels)[0]
 
   return jnp.stack([one(jnp.int32(p)) for p in range(1, tokens.shape[1])], axis=1)

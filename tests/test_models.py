@@ -129,8 +129,10 @@ def test_dead_codes_are_reseeded():
 
 
 def _tiny_dynamics(mode):
+  """mode: the action conditioning, "+previous" adding the previous-frame input."""
   cfg = tiny.get_config("lam_dynamics")
-  cfg.dynamics.action_conditioning = mode
+  cfg.dynamics.action_conditioning = mode.removesuffix("+previous")
+  cfg.dynamics.previous_frame = mode.endswith("+previous")
   return build.make_dynamics(cfg, nnx.Rngs(0)), cfg
 
 
@@ -139,7 +141,10 @@ def test_frame_actions_alignment():
   np.testing.assert_array_equal(dynamics.frame_actions(a, 5), [[5, 3, 1, 4]])
 
 
-@pytest.mark.parametrize("mode", ["additive", "token"])
+DYNAMICS_MODES = ["additive", "token", "token+previous"]
+
+
+@pytest.mark.parametrize("mode", DYNAMICS_MODES)
 def test_action_t_affects_frame_t_plus_1_only(mode):
   """a_t (x_t -> x_t+1) must change the prediction of z_t+1 and nothing before it."""
   model, _ = _tiny_dynamics(mode)
@@ -153,7 +158,7 @@ def test_action_t_affects_frame_t_plus_1_only(mode):
   assert (diff[:t + 1] < 1e-6).all() and diff[t + 1] > 1e-4
 
 
-@pytest.mark.parametrize("mode", ["additive", "token"])
+@pytest.mark.parametrize("mode", DYNAMICS_MODES)
 def test_dynamics_step_equals_full_forward(mode):
   model, _ = _tiny_dynamics(mode)
   s = model.tokens_per_frame
@@ -162,11 +167,31 @@ def test_dynamics_step_equals_full_forward(mode):
   full = model(tokens, actions)
   cache = model.encode_context(tokens[:, :3], actions[:, :3])
   pad = lambda c: jnp.pad(c, ((0, 0), (0, 0), (0, 5), (0, 0), (0, 0), (0, 0)))
-  logits, _ = model.step(tokens[:, 3:], actions[:, 3:], type(cache)(pad(cache.k), pad(cache.v)), jnp.int32(3))
+  logits, _ = model.step(tokens[:, 3:], actions[:, 3:], type(cache)(pad(cache.k), pad(cache.v)), jnp.int32(3),
+                         previous=tokens[:, 2:3])
   np.testing.assert_allclose(logits, full[:, 3:], rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("mode", ["additive", "token"])
+def test_previous_frame_input_reads_only_the_same_place_one_frame_back():
+  """With previous_frame, frame t's first layer sees frame t-1's token at its own place:
+  changing one token of frame 1 changes frame 2's logits at once, even with no temporal
+  path (a model whose blocks never mix time would not); and a step without it is refused."""
+  model, _ = _tiny_dynamics("token+previous")
+  s = model.tokens_per_frame
+  tokens = jax.random.randint(jax.random.key(0), (1, 4, s), 0, model.num_codes)
+  actions = jnp.zeros((1, 4), jnp.int32)
+  embedded = model._embed(tokens, actions, 0)
+  changed = model._embed(tokens.at[0, 1, 3].set((tokens[0, 1, 3] + 1) % model.num_codes), actions, 0)
+  diff = np.abs(np.asarray(changed - embedded)).max(-1)[0]  # [T, S']: where the inputs moved
+  assert diff[1, 3] > 0 and diff[2, 3] > 0  # the token itself, and the same place one frame on
+  diff[1, 3] = diff[2, 3] = 0
+  assert np.all(diff == 0)  # nowhere else, frame 3 included
+  cache = model.encode_context(tokens[:, :3], actions[:, :3])
+  with pytest.raises(ValueError, match="previous"):
+    model.step(tokens[:, 3:], actions[:, 3:], cache, jnp.int32(3))
+
+
+@pytest.mark.parametrize("mode", DYNAMICS_MODES)
 def test_teacher_forced_frame_t_equals_sampling_from_the_true_past(mode):
   """Frame t of the teacher-forced pass must be what the full forward gives for the clip
   [true frames < t, masked frame t] at t, i.e. what sampling sees, for every t at once."""

@@ -16,10 +16,11 @@ from genie_jax.models.dynamics import DynamicsModel
 from genie_jax.train import losses
 
 
-def _dynamics(seed=0, window=5, tokens=6, codes=16, actions=3, conditioning="token", dim=32):
+def _dynamics(seed=0, window=5, tokens=6, codes=16, actions=3, conditioning="token", dim=32,
+              previous_frame=False):
   return DynamicsModel(num_codes=codes, tokens_per_frame=tokens, max_frames=window, dim=dim,
                        num_layers=2, num_heads=4, num_actions=actions,
-                       action_conditioning=conditioning, rngs=nnx.Rngs(seed))
+                       action_conditioning=conditioning, rngs=nnx.Rngs(seed), previous_frame=previous_frame)
 
 
 @pytest.mark.parametrize("num_tokens,steps", [(16, 25), (920, 25), (6, 4), (5, 8)])
@@ -99,10 +100,10 @@ def test_digit_head_rollout_equals_the_joint_head_path():
   np.testing.assert_array_equal(frame, np.argmax(np.asarray(joint[:, 0]), -1))
 
 
-@pytest.mark.parametrize("conditioning", ["token", "additive"])
-def test_cached_and_recomputed_decoding_agree_through_the_slide(conditioning):
+@pytest.mark.parametrize("conditioning,previous_frame", [("token", False), ("additive", False), ("token", True)])
+def test_cached_and_recomputed_decoding_agree_through_the_slide(conditioning, previous_frame):
   window, frames_out = 5, 9  # 2 prompt frames + 9 new ones: the context slides 6 times
-  dyn = _dynamics(conditioning=conditioning, window=window)
+  dyn = _dynamics(conditioning=conditioning, window=window, previous_frame=previous_frame)
   rng = jax.random.PRNGKey(1)
   prompt = jax.random.randint(rng, (2, 2, 6), 0, 16)
   prompt_actions = jnp.array([[3, 1], [3, 2]])

@@ -13,7 +13,7 @@ import pytest
 
 from experiments import tiny
 from flax import nnx
-from genie_jax.train import checkpoints, losses, step as step_lib, trainer
+from genie_jax.train import checkpoints, losses, state as state_lib, step as step_lib, trainer
 
 
 def _config(data_dir, phase="tokenizer", name="sprites", **train):
@@ -242,6 +242,36 @@ def test_dynamics_change_weight_against_numpy():
                                              weight=jnp.asarray(1.0 + 9.0 * changed))
   np.testing.assert_allclose(float(got_ce), np.sum(weight * ce) / np.sum(weight), rtol=1e-5)
   np.testing.assert_allclose(float(got_acc), np.mean((np.argmax(logits, -1) == tokens)[mask]), rtol=1e-6)
+
+
+def test_per_model_clipping_scales_each_model_by_its_own_norm():
+  """grad_clip_scope=per_model: each top-level subtree is scaled by min(1, c / its norm)
+  (a NumPy formula), where the global scope scales all of them by the one total norm."""
+  rng = np.random.default_rng(0)
+  grads = {"lam": {"w": rng.normal(size=(3, 4)) * 0.01, "b": rng.normal(size=(4,)) * 0.01},
+           "dynamics": {"w": rng.normal(size=(5, 6)) * 10.0}}
+  grads = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float32), grads)
+  optim = tiny.get_config("lam_dynamics").optim
+  clip = 1.0
+  def norm(tree):
+    return np.sqrt(sum(np.sum(np.asarray(a, np.float64) ** 2) for a in jax.tree_util.tree_leaves(tree)))
+  per = state_lib.clip_each_model_by_norm(clip)
+  out, _ = per.update(grads, per.init(grads))
+  for name in grads:
+    scale = min(1.0, clip / norm(grads[name]))
+    for key in grads[name]:
+      np.testing.assert_allclose(out[name][key], np.asarray(grads[name][key]) * scale, rtol=1e-5)
+  assert abs(norm(out["dynamics"]) - clip) < 1e-4 and norm(out["lam"]) < clip  # the LAM's left alone
+  glob = optax.clip_by_global_norm(clip)
+  out_global, _ = glob.update(grads, glob.init(grads))
+  total = norm(grads)
+  np.testing.assert_allclose(out_global["lam"]["w"], np.asarray(grads["lam"]["w"]) * clip / total, rtol=1e-5)
+  # the optimizer takes the scope from the config, and names a typo
+  optim.grad_clip_scope = "per_model"
+  state_lib.make_optimizer(optim, 10).init(grads)
+  optim.grad_clip_scope = "per_module"
+  with pytest.raises(ValueError, match="grad_clip_scope"):
+    state_lib.make_optimizer(optim, 10)
 
 
 def test_lam_warmup_steps_train_the_lam_alone_then_both(sprites_dir):

@@ -59,7 +59,7 @@ def make_dynamics(config, rngs: nnx.Rngs) -> DynamicsModel:
       dim=d.dim, num_layers=d.num_blocks, num_heads=d.num_heads, head_dim=d.head_dim, num_actions=config.lam.num_actions,
       action_conditioning=d.action_conditioning, rngs=rngs, dtype=compute_dtype(config),
       remat=config.remat, scan_layers=config.scan_layers, attention=attention(config),
-      token_head=d.get("token_head", "joint"),
+      token_head=d.get("token_head", "joint"), previous_frame=d.get("previous_frame", False),
       code_levels=tuple(config.tokenizer.fsq_levels) if config.tokenizer.quantizer == "fsq" else ())
 
 

@@ -19,6 +19,13 @@ Token head (config `token_head`):
                 cross-entropy channel by channel (losses.masked_token_loss): the same sum,
                 without the [.., K] tensor (README, "A world that obeys its actions").
 
+Previous frame (config `previous_frame`, off in the paper): each token also gets an
+embedding of the token at its own position in the frame before (frame 0: the mask row).
+With spatial-then-temporal blocks, a fully masked target frame's first spatial attention
+otherwise mixes nothing but mask tokens; with it, that layer already sees the frame the
+action moves (README, "A world that obeys its actions"). `step` then needs the previous
+frame's tokens, which the sampler always has.
+
 Conditioning (config `action_conditioning`):
   "additive": the action embedding is added to every token of its frame (the paper);
   "token":    it is appended as one extra token per frame, S+1 tokens attended
@@ -63,7 +70,7 @@ class DynamicsModel(nnx.Module):
                num_layers: int, num_heads: int, head_dim: int = 0, num_actions: int, action_conditioning: str,
                rngs: nnx.Rngs, dtype=jnp.float32, param_dtype=jnp.float32, remat: str = "none",
                scan_layers: bool = True, attention: str = "auto", token_head: str = "joint",
-               code_levels=()):
+               code_levels=(), previous_frame: bool = False):
     if token_head not in TOKEN_HEADS:
       raise ValueError(f"token_head must be one of {TOKEN_HEADS}, got {token_head!r}")
     if token_head == "fsq_digits" and int(np.prod(code_levels or (0,))) != num_codes:
@@ -86,6 +93,10 @@ class DynamicsModel(nnx.Module):
     self.token_embed = Embed((sum(self.code_levels) if self.code_levels else num_codes) + 1, dim,
                              names=(None, "embed"), **kw)
     self.action_embed = Embed(num_actions + 1, dim, names=(None, "embed"), **kw)
+    self.previous_frame = previous_frame
+    if previous_frame:  # its own table, laid out as token_embed's
+      self.previous_embed = Embed((sum(self.code_levels) if self.code_levels else num_codes) + 1, dim,
+                                  names=(None, "embed"), **kw)
     self.pos = PositionalEmbedding(max_frames, tokens_per_frame + extra, dim, **kw)
     self.transformer = STTransformer(dim=dim, num_layers=num_layers, num_heads=num_heads,
                                      head_dim=head_dim, dtype=dtype, remat=remat,
@@ -94,25 +105,36 @@ class DynamicsModel(nnx.Module):
                       names=("embed", "vocab"), dtype=dtype, **kw)
     self.dtype = dtype
 
-  def _embed(self, tokens: jax.Array, actions: jax.Array, time_offset) -> jax.Array:
-    """tokens int [B, T, S] (mask id allowed), actions int [B, T] (frame-aligned)."""
+  def _embed(self, tokens: jax.Array, actions: jax.Array, time_offset, previous: jax.Array | None = None) -> jax.Array:
+    """tokens int [B, T, S] (mask id allowed), actions int [B, T] (frame-aligned); previous
+    int [B, T, S]: the tokens of the frame before each (used with `previous_frame`; None:
+    the clip's own, shifted, which is right wherever frame 0 of `tokens` is the clip's first)."""
     if tokens.ndim != 3 or tokens.shape[2] != self.tokens_per_frame:
       raise ValueError(f"dynamics expects tokens [B, T, {self.tokens_per_frame}], got {tokens.shape}")
     if actions.shape != tokens.shape[:2]:
       raise ValueError(f"actions {actions.shape} must be frame-aligned with tokens {tokens.shape[:2]}")
-    x = self._embed_tokens(tokens)
+    x = self._embed_tokens(tokens, self.token_embed)
+    if self.previous_frame:
+      previous = self.shifted(tokens) if previous is None else previous
+      if previous.shape != tokens.shape:
+        raise ValueError(f"previous-frame tokens {previous.shape} must match tokens {tokens.shape}")
+      x = x + self._embed_tokens(previous, self.previous_embed)
     act = self.action_embed(actions, self.dtype)[:, :, None, :]
     x = x + act if self.action_conditioning == "additive" else jnp.concatenate([x, act], axis=2)
     return self.pos(x, time_offset=time_offset)
 
-  def _embed_tokens(self, tokens: jax.Array) -> jax.Array:
-    """tokens int [B, T, S] (mask id allowed) -> [B, T, S, D]."""
+  def shifted(self, tokens: jax.Array) -> jax.Array:
+    """tokens int [B, T, S] -> the frame before each [B, T, S]; frame 0 gets mask ids."""
+    return jnp.concatenate([jnp.full_like(tokens[:, :1], self.mask_id), tokens[:, :-1]], axis=1)
+
+  def _embed_tokens(self, tokens: jax.Array, table: Embed) -> jax.Array:
+    """tokens int [B, T, S] (mask id allowed) -> [B, T, S, D] through `table`."""
     if not self.code_levels:
-      return self.token_embed(tokens, self.dtype)
+      return table(tokens, self.dtype)
     offsets = np.concatenate([[0], np.cumsum(self.code_levels)[:-1]])
     rows = jnp.take(code_digits(self.code_levels) + offsets, jnp.minimum(tokens, self.num_codes - 1), axis=0)
-    codes = jnp.sum(self.token_embed(rows, self.dtype), axis=-2)  # [B, T, S, d, D] -> [B, T, S, D]
-    mask_row = self.token_embed(jnp.full(tokens.shape, sum(self.code_levels), jnp.int32), self.dtype)
+    codes = jnp.sum(table(rows, self.dtype), axis=-2)  # [B, T, S, d, D] -> [B, T, S, D]
+    mask_row = table(jnp.full(tokens.shape, sum(self.code_levels), jnp.int32), self.dtype)
     return jnp.where((tokens == self.mask_id)[..., None], mask_row, codes)
 
   def _logits(self, x: jax.Array, joint: bool = True) -> jax.Array:
@@ -138,8 +160,9 @@ class DynamicsModel(nnx.Module):
     frame-aligned actions [B, T] -> logits float32 [B, T, S, K]: frame t predicted from the
     true frames < t and its own masked tokens, for every t at once (what sampling asks).
     `joint=False`: see _logits."""
-    clean = self._embed(tokens, actions, 0)
-    masked = self._embed(masked_tokens, actions, 0)
+    previous = self.shifted(tokens)  # both streams see the true frame before
+    clean = self._embed(tokens, actions, 0, previous)
+    masked = self._embed(masked_tokens, actions, 0, previous)
     return self._logits(self.transformer.forced(clean, masked), joint)
 
   def encode_context(self, tokens: jax.Array, actions: jax.Array) -> KVCache:
@@ -148,12 +171,16 @@ class DynamicsModel(nnx.Module):
     return cache
 
   def step(self, tokens: jax.Array, actions: jax.Array, cache: KVCache, position: jax.Array, *,
-           joint: bool = True):
+           previous: jax.Array | None = None, joint: bool = True):
     """One frame at `position` against the cache of earlier frames.
 
     tokens int [B, 1, S], actions int [B, 1] -> (logits float32 [B, 1, S, K], KVCache of the
     frame [L, B, 1, S', N, Hd]). Equal to __call__ on the whole context at that frame.
+    previous int [B, 1, S]: the tokens at position - 1 (needed with `previous_frame`).
     `joint=False`: see _logits.
     """
-    x, frame_cache = self.transformer.step(self._embed(tokens, actions, position), cache, position)
+    if self.previous_frame and previous is None:
+      raise ValueError("this dynamics model reads the previous frame (previous_frame=True): "
+                       "step needs previous=, the tokens at position - 1")
+    x, frame_cache = self.transformer.step(self._embed(tokens, actions, position, previous), cache, position)
     return self._logits(x, joint), frame_cache

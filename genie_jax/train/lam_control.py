@@ -48,7 +48,9 @@ def train_lam(config, *, steps: int, batch_size: int = 8, seed: int = 0, episode
   frames = sprite_clips(0, episodes, config.data.window).frames
   lam = build.make_lam(config, nnx.Rngs(seed))
   graphdef, params = nnx.split(lam, nnx.Param)
-  tx = state_lib.make_optimizer(config.optim, steps)
+  optim = config.optim.copy_and_resolve_references()
+  optim.grad_clip_scope = "global"  # one model here: its parameters share one norm
+  tx = state_lib.make_optimizer(optim, steps)
   opt_state = tx.init(params)
 
   soft_weight = config.lam.get("soft_weight", 0.0)

@@ -108,6 +108,7 @@ def train_and_measure(config, *, steps: int = 600, batch_size: int = 16, seed: i
   c.data.window = WINDOW
   c.tokenizer.update(quantizer="vq", num_codes=(PATCH + 1) ** 2, patch=PATCH)  # occupancy codes
   c.dynamics.token_head = "joint"
+  c.optim.grad_clip_scope = "global"  # the dynamics model alone: its parameters share one norm
   train_tokens, train_clips = _clips(0, 150)
   val_tokens, val_clips = _clips(10_000, 16)
   train_actions, val_actions = train_clips.actions, val_clips.actions

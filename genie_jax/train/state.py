@@ -27,10 +27,38 @@ def learning_rate_schedule(optim, total_steps: int):
       decay_steps=max(total_steps, optim.warmup_steps + 1), end_value=optim.lr * optim.end_lr_ratio)
 
 
+CLIP_SCOPES = ("global", "per_model")
+
+
+def clip_each_model_by_norm(max_norm: float) -> optax.GradientTransformation:
+  """Clips each top-level entry of the gradient dict (in phase 2: "lam", "dynamics") by its
+  own norm, so one model's large gradients do not shrink the other's steps. Its state is
+  empty, like optax.clip_by_global_norm's, so checkpoints of either scope restore."""
+  def update(updates, state, params=None):
+    del params
+    if not isinstance(updates, dict):
+      raise ValueError("grad_clip_scope 'per_model' needs a dict of models' gradients, "
+                       f"got {type(updates).__name__}")
+    scaled = {}
+    for name, tree in updates.items():
+      norm = optax.global_norm(tree)
+      scale = jnp.where(norm > max_norm, max_norm / norm, 1.0)
+      scaled[name] = jax.tree_util.tree_map(lambda g: (g * scale).astype(g.dtype), tree)
+    return scaled, state
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
 def make_optimizer(optim, total_steps: int) -> optax.GradientTransformation:
-  """AdamW (paper: beta2 0.9, wd 1e-4) with global-norm clipping and optional accumulation."""
+  """AdamW (paper: beta2 0.9, wd 1e-4) with norm clipping and optional accumulation.
+
+  `optim.grad_clip_scope`: "global" (one norm over every parameter, the usual) or
+  "per_model" (each top-level model its own; README, finding 15)."""
+  scope = optim.get("grad_clip_scope", "global")
+  if scope not in CLIP_SCOPES:
+    raise ValueError(f"optim.grad_clip_scope must be one of {CLIP_SCOPES}, got {scope!r}")
+  clip = optax.clip_by_global_norm(optim.grad_clip) if scope == "global" else clip_each_model_by_norm(optim.grad_clip)
   tx = optax.chain(
-      optax.clip_by_global_norm(optim.grad_clip),
+      clip,
       optax.adamw(learning_rate_schedule(optim, total_steps), b1=optim.b1, b2=optim.b2,
                   weight_decay=optim.weight_decay))
   if optim.grad_accum > 1:
