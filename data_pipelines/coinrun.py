@@ -1,8 +1,9 @@
 r"""Procgen CoinRun -> TFDS ArrayRecord, as in the paper's case study (Genie, Appendix F).
 
-Hard mode, uniformly random policy, one environment step per action (no repeats), 64x64
-RGB. Levels come from a seeded range per split, and the three splits use disjoint
-ranges, so validation and test levels are never seen in training:
+Hard mode, uniformly random policy (or, with --policy expert, a search that solves each
+level), one environment step per action (no repeats), 64x64 RGB. Levels come from a
+seeded range per split, and the three splits use disjoint ranges, so validation and test
+levels are never seen in training:
 
     train       levels [seed*L_total + 0,            ... + num_levels)
     validation  levels [... + num_levels,            ... + 2*num_levels)
@@ -10,6 +11,9 @@ ranges, so validation and test levels are never seen in training:
 
 Small set (tests, quickstart):
     python -m data_pipelines.coinrun --data_dir data --episodes 32 --max_steps 64
+Expert episodes (data_pipelines/coinrun_expert.py; one level each, the search's solution,
+real actions kept), for behaviour cloning:
+    python -m data_pipelines.coinrun --policy expert --data_dir data_expert --episodes 500
 The paper's full set (10,000 levels x 1,000 steps = 10M frames, ~15 GB, hours on 2 cores):
     python -m data_pipelines.coinrun --data_dir data --episodes 10000 --max_steps 1000 \
         --num_levels 10000 --eval_episodes 500
@@ -85,11 +89,48 @@ def generate_episodes(*, split: str, episodes: int, max_steps: int, num_levels: 
   bar.close()
 
 
+def generate_expert_episodes(*, split: str, episodes: int, max_steps: int, num_levels: int, seed: int,
+                             progress: bool = True, skipped: list | None = None):
+  """Yields one `records.Episode` per level of the split's range, in order: the expert
+  (coinrun_expert.solve_level) solving it in at most `max_steps` steps. A level it cannot
+  solve is skipped and its number appended to `skipped`."""
+  from data_pipelines import coinrun_expert  # imported here: it needs procgen
+  start, stop = level_range(split=split, seed=seed, num_levels=num_levels)
+  rng = np.random.default_rng([seed, _SPLIT_INDEX[split], 1])
+  written = 0
+  bar = tqdm(total=episodes, desc=f"coinrun {split} expert episodes", disable=not progress)
+  for level in range(start, stop):
+    if written == episodes:
+      break
+    episode = coinrun_expert.expert_episode(level, rng, max_steps=max_steps)
+    if episode is None:
+      if skipped is not None:
+        skipped.append(level)
+      continue
+    yield records.Episode(frames=episode[0], actions=episode[1])
+    written += 1
+    bar.update(1)
+  bar.close()
+  if written < episodes:
+    raise ValueError(f"split {split!r}: the expert solved only {written} of the {stop - start} levels "
+                     f"in its range, fewer than the {episodes} episodes asked; raise --num_levels")
+
+
+POLICIES = ("random", "expert")
+
+
 def build(*, data_dir: str, episodes: int, eval_episodes: int, max_steps: int, num_levels: int,
           seed: int = 0, splits=("train", "validation", "test"), chunk_size: int = 64,
-          min_frames: int = 16, num_envs: int = 4, progress: bool = True):
+          min_frames: int = 16, num_envs: int = 4, progress: bool = True, policy: str = "random",
+          skipped: list | None = None):
+  if policy not in POLICIES:
+    raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
   counts = {"train": episodes, "validation": eval_episodes, "test": eval_episodes}
   def split_fn(split):
+    if policy == "expert":
+      return lambda: generate_expert_episodes(split=split, episodes=counts[split], max_steps=max_steps,
+                                              num_levels=num_levels, seed=seed, progress=progress,
+                                              skipped=skipped)
     return lambda: generate_episodes(split=split, episodes=counts[split], max_steps=max_steps,
                                      num_levels=num_levels, seed=seed, num_envs=num_envs,
                                      progress=progress)
@@ -97,7 +138,7 @@ def build(*, data_dir: str, episodes: int, eval_episodes: int, max_steps: int, n
       builders.Coinrun, data_dir=data_dir, resolution=(64, 64), chunk_size=chunk_size,
       min_frames=min_frames, split_episodes={s: split_fn(s) for s in splits},
       extra_metadata={"num_actions": NUM_PROCGEN_ACTIONS, "has_actions": True,
-                      "source": "procgen coinrun hard, random policy",
+                      "source": f"procgen coinrun hard, {policy} policy", "policy": policy,
                       "level_ranges": {s: list(level_range(split=s, seed=seed, num_levels=num_levels))
                                        for s in splits}})
 
@@ -111,11 +152,15 @@ def main(argv):
     raise app.UsageError(f"--split: unknown split(s) {unknown}; choose from {list(_SPLIT_INDEX)}")
   eval_episodes = f.eval_episodes or max(1, f.episodes // 10)
   try:
+    skipped: list[int] = []
     summaries = build(data_dir=f.data_dir, episodes=f.episodes, eval_episodes=eval_episodes,
                       max_steps=f.max_steps, num_levels=f.num_levels, seed=f.seed, splits=splits,
-                      chunk_size=f.chunk_size, min_frames=f.min_frames, num_envs=f.num_envs)
+                      chunk_size=f.chunk_size, min_frames=f.min_frames, num_envs=f.num_envs,
+                      policy=f.policy, skipped=skipped)
   except (FileExistsError, ValueError) as e:
     sys.exit(f"error: {e}")
+  if f.policy == "expert":
+    print(f"expert: {len(skipped)} level(s) unsolved and skipped{': ' + str(skipped[:20]) if skipped else ''}")
   for split, s in summaries.items():
     print(f"{split}: {s.episodes_written} episodes ({s.episodes_dropped_short} dropped as shorter "
           f"than {f.min_frames} frames), {s.frames} frames, {s.records} records")
@@ -125,7 +170,10 @@ if __name__ == "__main__":
   flags.DEFINE_string("data_dir", None, "Where the TFDS dataset is written.", required=True)
   flags.DEFINE_integer("episodes", 32, "Training episodes.")
   flags.DEFINE_integer("eval_episodes", None, "Episodes in validation and in test (default episodes//10, at least 1).")
-  flags.DEFINE_integer("max_steps", 1000, "Most frames per episode (the paper: 1000).")
+  flags.DEFINE_integer("max_steps", 1000, "Most frames per episode (the paper: 1000); with --policy "
+                       "expert, the longest solution the search accepts.")
+  flags.DEFINE_enum("policy", "random", list(POLICIES), "random: uniformly random keys (the paper's "
+                    "dataset); expert: data_pipelines/coinrun_expert.py, one solved level per episode.")
   flags.DEFINE_integer("num_levels", 10_000, "Levels per split (the paper: 10,000 for training).")
   flags.DEFINE_integer("seed", 0, "Seed of the policy and of the level ranges.")
   flags.DEFINE_string("split", "train,validation,test", "Comma-separated splits to write.")
