@@ -101,3 +101,17 @@ def test_pipeline_end_to_end_the_mapping_sees_n_transitions_and_the_oracle_beats
   # the oracle learned something from the expert: it beats random keys on held-out levels
   assert agents["oracle"]["rate"] > agents["random"]["rate"], agents
   assert results["levels"][0] == coinrun.level_range(split="test", seed=0, num_levels=NUM_LEVELS)[0]
+
+
+def test_bad_requests_are_named_before_any_training(expert_dir, tiny_world):
+  config = agent_configs.get_config("tiny")
+  config.eval.num_levels = NUM_LEVELS
+  config.shots = (4, 10**6)
+  with pytest.raises(ValueError, match="labelled transitions asked"):
+    bc.run(config, data_dir=expert_dir, lam_workdir=tiny_world["world"], progress=False)
+  config = agent_configs.get_config("tiny")
+  config.eval.update(num_levels=NUM_LEVELS, levels=NUM_LEVELS + 1)
+  with pytest.raises(ValueError, match="eval.levels"):
+    bc.run(config, data_dir=expert_dir, lam_workdir=tiny_world["world"], progress=False)
+  with pytest.raises(ValueError, match="'tokenizer' run"):
+    bc.load_lam(tiny_world["tokenizer"])

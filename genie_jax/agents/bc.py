@@ -67,15 +67,18 @@ def run(config, *, data_dir: str, lam_workdir: str, progress: bool = True) -> di
                                     max_episodes=config.data.max_episodes or None)
   frame_index = data_lib.transition_frames(episodes)
   real = data_lib.real_actions(episodes, frame_index)
-  lam, window, num_latent = load_lam(lam_workdir)
-  latent = data_lib.latent_actions(lam, episodes, window=window)
-  num_real = coinrun.NUM_PROCGEN_ACTIONS
   if max(config.shots) > len(frame_index):
     raise ValueError(f"N up to {max(config.shots)} labelled transitions asked, but the expert data holds "
                      f"{len(frame_index)}")
-  first, _ = coinrun.level_range(split=config.eval.split, seed=config.eval.data_seed,
-                                 num_levels=config.eval.num_levels)
+  first, stop = coinrun.level_range(split=config.eval.split, seed=config.eval.data_seed,
+                                    num_levels=config.eval.num_levels)
+  if not 0 < config.eval.levels <= stop - first:  # beyond the range: another split's levels
+    raise ValueError(f"eval.levels {config.eval.levels} must lie in 1..{stop - first}, the levels of split "
+                     f"{config.eval.split!r}")
   levels = list(range(first, first + config.eval.levels))
+  lam, window, num_latent = load_lam(lam_workdir)
+  latent = data_lib.latent_actions(lam, episodes, window=window)
+  num_real = coinrun.NUM_PROCGEN_ACTIONS
   train_kw = dict(context=config.context, steps=config.train.steps, batch_size=config.train.batch_size,
                   lr=config.train.lr, dim=config.policy.dim, hidden=config.policy.hidden, progress=progress)
   play_kw = dict(context=config.context, max_steps=config.eval.max_steps, progress=progress)
