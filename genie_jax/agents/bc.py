@@ -133,8 +133,6 @@ def plot(results: dict, path: str) -> None:
   agents = results["agents"]
   fig, ax = plt.subplots(figsize=(5, 3.5))
   for name, colour in (("oracle", "tab:green"), ("always RIGHT+UP", "tab:orange"), ("random", "tab:grey")):
-    if name not in agents:  # results.json written before that baseline existed
-      continue
     a = agents[name]
     ax.axhline(100 * a["rate"], color=colour, label=name)
     ax.axhspan(100 * a["ci95"][0], 100 * a["ci95"][1], color=colour, alpha=0.15)

@@ -90,13 +90,12 @@ class DynamicsModel(nnx.Module):
     # joint: one row per code + the mask token; fsq_digits: one row per level of each FSQ
     # channel + the mask token, a code's embedding the sum of its digits'. The rows rarely
     # divide a tensor axis, so they stay whole
-    self.token_embed = Embed((sum(self.code_levels) if self.code_levels else num_codes) + 1, dim,
-                             names=(None, "embed"), **kw)
+    rows = (sum(self.code_levels) if self.code_levels else num_codes) + 1
+    self.token_embed = Embed(rows, dim, names=(None, "embed"), **kw)
     self.action_embed = Embed(num_actions + 1, dim, names=(None, "embed"), **kw)
     self.previous_frame = previous_frame
     if previous_frame:  # its own table, laid out as token_embed's
-      self.previous_embed = Embed((sum(self.code_levels) if self.code_levels else num_codes) + 1, dim,
-                                  names=(None, "embed"), **kw)
+      self.previous_embed = Embed(rows, dim, names=(None, "embed"), **kw)
     self.pos = PositionalEmbedding(max_frames, tokens_per_frame + extra, dim, **kw)
     self.transformer = STTransformer(dim=dim, num_layers=num_layers, num_heads=num_heads,
                                      head_dim=head_dim, dtype=dtype, remat=remat,
@@ -160,7 +159,7 @@ class DynamicsModel(nnx.Module):
     frame-aligned actions [B, T] -> logits float32 [B, T, S, K]: frame t predicted from the
     true frames < t and its own masked tokens, for every t at once (what sampling asks).
     `joint=False`: see _logits."""
-    previous = self.shifted(tokens)  # both streams see the true frame before
+    previous = self.shifted(tokens) if self.previous_frame else None  # both streams: the true frame before
     clean = self._embed(tokens, actions, 0, previous)
     masked = self._embed(masked_tokens, actions, 0, previous)
     return self._logits(self.transformer.forced(clean, masked), joint)

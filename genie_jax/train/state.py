@@ -34,17 +34,14 @@ def clip_each_model_by_norm(max_norm: float) -> optax.GradientTransformation:
   """Clips each top-level entry of the gradient dict (in phase 2: "lam", "dynamics") by its
   own norm, so one model's large gradients do not shrink the other's steps. Its state is
   empty, like optax.clip_by_global_norm's, so checkpoints of either scope restore."""
+  clip = optax.clip_by_global_norm(max_norm)
+
   def update(updates, state, params=None):
     del params
     if not isinstance(updates, dict):
       raise ValueError("grad_clip_scope 'per_model' needs a dict of models' gradients, "
                        f"got {type(updates).__name__}")
-    scaled = {}
-    for name, tree in updates.items():
-      norm = optax.global_norm(tree)
-      scale = jnp.where(norm > max_norm, max_norm / norm, 1.0)
-      scaled[name] = jax.tree_util.tree_map(lambda g: (g * scale).astype(g.dtype), tree)
-    return scaled, state
+    return {name: clip.update(tree, clip.init(tree))[0] for name, tree in updates.items()}, state
   return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
