@@ -27,7 +27,7 @@ import time
 
 import jax
 import numpy as np
-from absl import app, flags
+from absl import app, flags, logging
 from flax import nnx
 from ml_collections import config_flags
 from tqdm import tqdm
@@ -165,6 +165,7 @@ def table(results: dict) -> str:
 
 def main(argv):
   del argv
+  logging.set_verbosity(logging.WARNING)  # Orbax logs every restore at INFO
   f = flags.FLAGS
   for name, path in (("--data_dir", f.data_dir), ("--lam_workdir", f.lam_workdir)):
     if not os.path.isdir(path):
