@@ -2,7 +2,7 @@ r"""Training throughput of each model: frames/s, model TFLOP/s, MFU and peak mem
 
     python scripts/bench_train.py [--steps 10] [--shapes jasmine|paper] [--parts ...]
         [--batch B] [--frames T] [--patch P] [--lam_patch P] [--dtype bfloat16]
-        [--attention auto|xla|cudnn|pallas_tpu] [--remat full] [--json out.json]
+        [--attention auto|xla|cudnn|pallas_tpu] [--remat full] [--json out.json] [--profile DIR]
 
 Shapes (experiments/coinrun.py), overridable by the flags above:
   jasmine  Jasmine's CoinRun benchmark: 64x64, T=16, B=2, patch 16 everywhere, d512, FFW
@@ -19,6 +19,8 @@ time, so its memory analysis is at hand. Prints the median step, frames/s, the m
 FLOP rate (genie_jax/flops.py, 3x the forward's matmuls and attention), MFU on a GPU
 whose peak is known (H100, H200, A100), and peak memory (genie_jax/benchmark.py).
 `--compare_unrolled` also times each step with scan_layers=False, in the same run.
+`--profile DIR` traces 3 more steps of each part into DIR/<part> and prints where the device
+time went, by kernel family and for the longest kernels (genie_jax/trace_summary.py).
 """
 import argparse
 import json
@@ -32,11 +34,12 @@ import optax  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from experiments import coinrun  # noqa: E402
-from genie_jax import benchmark, flops, params as param_counts  # noqa: E402
+from genie_jax import benchmark, flops, params as param_counts, trace_summary  # noqa: E402
 from genie_jax.models import attention, build, dynamics as dynamics_lib, patching  # noqa: E402
 from genie_jax.train import losses, state as state_lib, step as step_lib  # noqa: E402
 
 PARTS = ("tokenizer", "lam", "dynamics", "lam_dynamics")
+PROFILED_STEPS = 3
 MAKE = {"tokenizer": build.make_tokenizer, "lam": build.make_lam, "dynamics": build.make_dynamics}
 
 
@@ -147,6 +150,7 @@ def main():
   ap.add_argument("--json", default="", help="also write the results to this JSON file")
   ap.add_argument("--compare_unrolled", action="store_true",
                   help="also time each step with config.scan_layers=False and print the speed-up")
+  ap.add_argument("--profile", default="", help="trace 3 steps of each part into this folder and summarise them")
   args = ap.parse_args()
   parts = args.parts.split(",")
   unknown = set(parts) - set(PARTS)
@@ -157,10 +161,19 @@ def main():
   print(f"{device.device_kind} ({device.platform}), jax {jax.__version__}, attention "
         f"{attention.describe(args.attention, device=device)}, shapes {args.shapes}, remat {args.remat}", flush=True)
   results = []
+  failed = []
   for part in parts:
     config = make_config(part, args)
-    run, compiled = make_runner(part, config, key)
-    seconds = benchmark.median_seconds(run, args.steps)
+    try:
+      run, compiled = make_runner(part, config, key)
+      seconds = benchmark.median_seconds(run, args.steps)
+    except Exception as error:  # out of memory, a kernel refused: report it, go on to the next part
+      message = str(error).strip().splitlines()[0][:400] if str(error).strip() else ""
+      print(f"{part:12s} FAILED at B={config.train.batch_size}: {type(error).__name__}: {message}", flush=True)
+      results.append({"part": part, "error": f"{type(error).__name__}: {message}", "batch": config.train.batch_size,
+                      "remat": args.remat, "attention": args.attention, "dtype": args.dtype})
+      failed.append(part)
+      continue
     b, t = config.train.batch_size, config.data.window
     step_flops = forward_flops(part, config)
     result = {"part": part, "seconds_per_step": seconds, "frames_per_second": b * t / seconds,
@@ -171,6 +184,15 @@ def main():
     print(f"{part:12s} {b * t / seconds:8.1f} frames/s  ({seconds * 1000:8.1f} ms/step, B={b} T={t}, "
           f"{args.dtype}, {benchmark.rate_text(step_flops, seconds, args.dtype, device)}; "
           f"{benchmark.peak_memory(compiled, device)})", flush=True)
+    if args.profile:
+      trace_dir = os.path.join(args.profile, part)
+      try:  # a profiler that cannot start (no CUPTI, say) loses the profile, not the timing
+        with jax.profiler.trace(trace_dir):
+          for _ in range(PROFILED_STEPS):
+            jax.block_until_ready(run())
+        print(trace_summary.summary(trace_summary.latest_trace(trace_dir), steps=PROFILED_STEPS), flush=True)
+      except Exception as error:
+        print(f"{'':12s} no profile: {type(error).__name__}: {str(error)[:300]}", flush=True)
     if args.compare_unrolled:
       config.scan_layers = False
       unrolled = benchmark.median_seconds(make_runner(part, config, key)[0], args.steps)
@@ -181,6 +203,8 @@ def main():
   if args.json:
     with open(args.json, "w") as f:
       json.dump(results, f, indent=2)
+  if failed:
+    raise SystemExit(f"failed: {', '.join(failed)}")
 
 
 if __name__ == "__main__":

@@ -9,19 +9,23 @@
 # 2. One device call: command "bash scripts/gpu_check.sh", carry [".whl"], timeout_s 600.
 # 3. Read $OUT/gpu_check.log (everything printed) and $OUT/results.json.
 #
-# What it runs (each step under its own time limit, so one hang cannot eat the others):
+# What it runs (each step under its own time limit, so one hang cannot eat the others;
+# about 8 minutes in all when every step takes its whole limit):
 #   a. scripts/attention_check.py: cuDNN flash attention vs XLA in bf16 at the model's
 #      shapes (spatial 256/257/921 tokens, causal temporal over 16 frames up to 70k
 #      rows, the frame cache's step with kv lengths), forward and gradients against a
 #      float32 reference, plus an ST stack and its cached step;
-#   b. scripts/bench_train.py at the paper's CoinRun shapes (B=48, T=16, tokenizer
-#      patch 4, bf16): the tokenizer step and the phase-2 step, attention auto (cuDNN)
-#      and then xla: frames/s, TFLOP/s, MFU, peak memory;
-#   c. scripts/bench_sampler.py at the same shapes: cached frame vs recompute, and the
-#      environment path with 1 and 16 worlds stepped as one batch (again with xla if
-#      that fails).
-# `--smoke` runs the same steps at Jasmine's small shapes on whatever JAX finds (CPU
-# included): a check of this script, not a measurement.
+#   b. scripts/bench_train.py, attention auto (cuDNN), bf16, with --profile (where each
+#      step's device time goes, by kernel):
+#      b1. the paper's CoinRun tokenizer (B=48, T=16, patch 4): remat none, and only if
+#          that does not fit, qkv, then full: the first that fits gives the peak;
+#      b2. the phase-2 step (LAM + dynamics) and the dynamics alone at the paper's shapes;
+#      b3. the tokenizer at patch 16, B=48 (Jasmine's 0.047 s/step), scan vs unrolled;
+#   c. scripts/bench_sampler.py at the paper's shapes: cached frame vs recompute, and the
+#      environment path (decode and host copy included, window full) with 1 and 16
+#      worlds stepped as one batch (again with xla if that fails);
+#   d. the phase-2 step with attention xla, for the ratio to b2 in the same run.
+# The traces of b come back gzipped beside the log ($OUT/trace_*.xplane.pb.gz).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
@@ -51,10 +55,11 @@ fi
 export PYTHONUNBUFFERED=1
 if [[ $SMOKE == 1 ]]; then
   export JAX_PLATFORMS=${JAX_PLATFORMS:-cpu}
-  SHAPES=jasmine DTYPE=float32 STEPS=2 LIMIT=300 ATTN_FLAGS="--repeats 1"
+  SHAPES=jasmine DTYPE=float32 STEPS=2 LIMIT=300 ATTN_FLAGS="--repeats 1" B48=4
 else
   export JAX_PLATFORMS=cuda  # the benchmarks default to cpu when it is unset
-  SHAPES=paper DTYPE=bfloat16 STEPS=5 LIMIT=0 ATTN_FLAGS=""
+  export XLA_PYTHON_CLIENT_MEM_FRACTION=0.95  # the paper's tokenizer batch needs more than jax's default 75%
+  SHAPES=paper DTYPE=bfloat16 STEPS=5 LIMIT=0 ATTN_FLAGS="" B48=48
 fi
 limit() { local seconds=$1; shift; [[ $LIMIT != 0 ]] && seconds=$LIMIT; timeout --signal=INT "$seconds" "$@"; }
 
@@ -64,18 +69,26 @@ python3 -c "import sys, jax, flax; print('python', sys.version.split()[0], 'jax'
   || { echo "jax/flax do not import"; exit 1; }
 
 echo "== a. fused vs XLA attention =="
-limit 100 python3 scripts/attention_check.py $ATTN_FLAGS --json "$WORK/attention.json"
+limit 90 python3 scripts/attention_check.py $ATTN_FLAGS --json "$WORK/attention.json"
 echo "attention_check exit $?"
 
-for attn in auto xla; do
-  echo "== b. training step, shapes $SHAPES, $DTYPE, attention $attn =="
-  limit 110 python3 scripts/bench_train.py --shapes $SHAPES --dtype $DTYPE --attention $attn --steps $STEPS \
-    --parts tokenizer,lam_dynamics --json "$WORK/train_$attn.json"
-  echo "bench_train ($attn) exit $?"
+train() {  # name limit flags...: one bench_train run, its results in $WORK/train_<name>.json
+  local name=$1 seconds=$2; shift 2
+  echo "== b. bench_train $name: $* =="
+  limit "$seconds" python3 scripts/bench_train.py --dtype $DTYPE --steps $STEPS --json "$WORK/train_$name.json" \
+    --profile "$WORK/prof_$name" "$@"
+  local status=$?
+  echo "bench_train $name exit $status"
+  return $status
+}
+for remat in none qkv full; do  # b1: the cheapest remat policy that fits
+  train "tokenizer_${SHAPES}_$remat" 80 --shapes $SHAPES --attention auto --parts tokenizer --remat $remat && break
 done
+train "phase2_${SHAPES}_auto" 130 --shapes $SHAPES --attention auto --parts lam_dynamics,dynamics
+train "tokenizer_jasmine_b$B48" 60 --shapes jasmine --batch $B48 --attention auto --parts tokenizer --compare_unrolled
 
 echo "== c. sampler and environment, shapes $SHAPES, $DTYPE, attention auto =="
-limit 100 python3 scripts/bench_sampler.py --shapes $SHAPES --dtype $DTYPE --attention auto --frames $STEPS \
+limit 90 python3 scripts/bench_sampler.py --shapes $SHAPES --dtype $DTYPE --attention auto --frames $STEPS \
   --env_batches 1,16 --json "$WORK/sampler_auto.json"
 status=$?
 echo "bench_sampler exit $status"
@@ -85,6 +98,16 @@ if [[ $status != 0 ]]; then  # still measure the environment path if a fused ker
     --env_batches 1,16 --json "$WORK/sampler_xla.json"
   echo "bench_sampler (xla) exit $?"
 fi
+
+echo "== d. the phase-2 step with XLA attention (the baseline of b2) =="
+train "phase2_${SHAPES}_xla" 60 --shapes $SHAPES --attention xla --parts lam_dynamics
+
+for dir in "$WORK"/prof_*/*; do  # the traces of the auto runs, gzipped, named by run and part
+  [[ -d $dir && $dir != *_xla/* ]] || continue
+  trace=$(find "$dir" -name '*.xplane.pb' | head -1)
+  [[ -n $trace ]] && gzip -c "$trace" > "$OUT/trace_$(basename "$(dirname "$dir")")_$(basename "$dir").xplane.pb.gz"
+done
+ls -la "$OUT"
 
 python3 - "$WORK" "$OUT/results.json" <<'EOF'
 import glob, json, os, sys
