@@ -38,6 +38,8 @@ if [[ "${1:-}" == "--download-wheels" ]]; then
 fi
 SMOKE=0
 [[ "${1:-}" == "--smoke" ]] && SMOKE=1
+# which steps (all by default); a second call with less device time left can name fewer
+ONLY=${ONLY:-attention,phase2,tokenizer_jasmine,tokenizer_paper,sampler,phase2_xla}
 
 OUT=${OUT:-$REPO/gpu_check_out}
 mkdir -p "$OUT"
@@ -68,9 +70,27 @@ nvidia-smi -L 2>/dev/null || echo "no nvidia-smi"
 python3 -c "import sys, jax, flax; print('python', sys.version.split()[0], 'jax', jax.__version__, 'flax', flax.__version__, jax.devices())" \
   || { echo "jax/flax do not import"; exit 1; }
 
-echo "== a. fused vs XLA attention =="
-limit 90 python3 scripts/attention_check.py $ATTN_FLAGS --json "$WORK/attention.json"
-echo "attention_check exit $?"
+collect() {  # results so far -> $OUT/results.json, and the auto runs' traces, gzipped (after every step, so
+             # a command stopped at its limit still returns what it measured)
+  python3 - "$WORK" "$OUT/results.json" <<'EOF'
+import glob, json, os, sys
+work, out = sys.argv[1:]
+results = {os.path.basename(p)[:-5]: json.load(open(p)) for p in sorted(glob.glob(os.path.join(work, "*.json")))}
+json.dump(results, open(out, "w"), indent=2)
+EOF
+  for dir in "$WORK"/prof_*/*; do
+    [[ -d $dir && $dir != *_xla/* ]] || continue
+    local trace; trace=$(find "$dir" -name '*.xplane.pb' | head -1)
+    [[ -n $trace ]] && gzip -c "$trace" > "$OUT/trace_$(basename "$(dirname "$dir")")_$(basename "$dir").xplane.pb.gz"
+  done
+}
+wanted() { [[ ",$ONLY," == *",$1,"* ]]; }
+
+if wanted attention; then
+  echo "== a. fused vs XLA attention =="
+  limit ${L_ATTENTION:-90} python3 scripts/attention_check.py $ATTN_FLAGS --json "$WORK/attention.json"
+  echo "attention_check exit $?"; collect
+fi
 
 train() {  # name limit flags...: one bench_train run, its results in $WORK/train_<name>.json
   local name=$1 seconds=$2; shift 2
@@ -78,42 +98,40 @@ train() {  # name limit flags...: one bench_train run, its results in $WORK/trai
   limit "$seconds" python3 scripts/bench_train.py --dtype $DTYPE --steps $STEPS --json "$WORK/train_$name.json" \
     --profile "$WORK/prof_$name" "$@"
   local status=$?
-  echo "bench_train $name exit $status"
+  echo "bench_train $name exit $status"; collect
   return $status
 }
-for remat in none qkv full; do  # b1: the cheapest remat policy that fits
-  train "tokenizer_${SHAPES}_$remat" 80 --shapes $SHAPES --attention auto --parts tokenizer --remat $remat && break
-done
-train "phase2_${SHAPES}_auto" 130 --shapes $SHAPES --attention auto --parts lam_dynamics,dynamics
-train "tokenizer_jasmine_b$B48" 60 --shapes jasmine --batch $B48 --attention auto --parts tokenizer --compare_unrolled
-
-echo "== c. sampler and environment, shapes $SHAPES, $DTYPE, attention auto =="
-limit 90 python3 scripts/bench_sampler.py --shapes $SHAPES --dtype $DTYPE --attention auto --frames $STEPS \
-  --env_batches 1,16 --json "$WORK/sampler_auto.json"
-status=$?
-echo "bench_sampler exit $status"
-if [[ $status != 0 ]]; then  # still measure the environment path if a fused kernel failed there
-  echo "== c'. the same with attention xla =="
-  limit 80 python3 scripts/bench_sampler.py --shapes $SHAPES --dtype $DTYPE --attention xla --frames $STEPS \
-    --env_batches 1,16 --json "$WORK/sampler_xla.json"
-  echo "bench_sampler (xla) exit $?"
+if wanted phase2; then
+  train "phase2_${SHAPES}_auto" ${L_PHASE2:-130} --shapes $SHAPES --attention auto --parts lam_dynamics,dynamics
+fi
+if wanted tokenizer_jasmine; then
+  train "tokenizer_jasmine_b$B48" ${L_TOKENIZER_JASMINE:-60} --shapes jasmine --batch $B48 --attention auto \
+    --parts tokenizer
+fi
+if wanted tokenizer_paper; then
+  for remat in ${REMATS:-none qkv full}; do  # b1: the cheapest remat policy that fits
+    train "tokenizer_${SHAPES}_$remat" ${L_TOKENIZER_PAPER:-150} --shapes $SHAPES --attention auto --parts tokenizer \
+      --remat $remat && break
+  done
 fi
 
-echo "== d. the phase-2 step with XLA attention (the baseline of b2) =="
-train "phase2_${SHAPES}_xla" 60 --shapes $SHAPES --attention xla --parts lam_dynamics
+if wanted sampler; then
+  echo "== c. sampler and environment, shapes $SHAPES, $DTYPE, attention auto =="
+  limit ${L_SAMPLER:-90} python3 scripts/bench_sampler.py --shapes $SHAPES --dtype $DTYPE --attention auto \
+    --frames $STEPS --env_batches 1,16 --json "$WORK/sampler_auto.json"
+  status=$?
+  echo "bench_sampler exit $status"; collect
+  if [[ $status != 0 ]]; then  # still measure the environment path if a fused kernel failed there
+    echo "== c'. the same with attention xla =="
+    limit 80 python3 scripts/bench_sampler.py --shapes $SHAPES --dtype $DTYPE --attention xla --frames $STEPS \
+      --env_batches 1,16 --json "$WORK/sampler_xla.json"
+    echo "bench_sampler (xla) exit $?"; collect
+  fi
+fi
 
-for dir in "$WORK"/prof_*/*; do  # the traces of the auto runs, gzipped, named by run and part
-  [[ -d $dir && $dir != *_xla/* ]] || continue
-  trace=$(find "$dir" -name '*.xplane.pb' | head -1)
-  [[ -n $trace ]] && gzip -c "$trace" > "$OUT/trace_$(basename "$(dirname "$dir")")_$(basename "$dir").xplane.pb.gz"
-done
+if wanted phase2_xla; then
+  echo "== d. the phase-2 step with XLA attention (the baseline of b2) =="
+  train "phase2_${SHAPES}_xla" ${L_PHASE2_XLA:-60} --shapes $SHAPES --attention xla --parts lam_dynamics
+fi
 ls -la "$OUT"
-
-python3 - "$WORK" "$OUT/results.json" <<'EOF'
-import glob, json, os, sys
-work, out = sys.argv[1:]
-results = {os.path.basename(p)[:-5]: json.load(open(p)) for p in sorted(glob.glob(os.path.join(work, "*.json")))}
-json.dump(results, open(out, "w"), indent=2)
-print("results:", out, sorted(results))
-EOF
 date -u

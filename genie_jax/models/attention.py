@@ -11,6 +11,8 @@
   "xla"         XLA's materialising path everywhere.
   "cudnn"       `jax.nn.dot_product_attention(..., implementation="cudnn")`; a clear
                 error where it cannot run (not an NVIDIA GPU, float32, head size).
+                Odd lengths are padded to even and calls of more than 65,535 rows
+                are sliced, two limits jax does not check (cudnn_rules_applied).
   "pallas_tpu"  `jax.experimental.pallas.ops.tpu.splash_attention` for every sequence,
                 padded to a multiple of 128; an error off TPU (tests run it on CPU in
                 Pallas' interpret mode, `interpret=True`).
@@ -40,6 +42,7 @@ from genie_jax import parallel
 IMPLEMENTATIONS = ("auto", "xla", "cudnn", "pallas_tpu")
 PALLAS_BLOCK = 128  # the splash kernel's sequence blocks are multiples of 128 lanes
 CUDNN_DTYPES = (jnp.bfloat16, jnp.float16)
+CUDNN_MAX_ROWS = 65_535  # merged batch rows per cuDNN call (see cudnn_rules_applied)
 
 _log = logging.getLogger(__name__)
 _logged: set[str] = set()
@@ -149,8 +152,48 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, *, causal: bool = False,
     _log.warning("attention runs on XLA (materialised) here: %s", reason)
   if kernel == "pallas_tpu":
     return _splash(q, k, v, causal=causal, kv_lengths=kv_lengths, interpret=interpret)
+  if kernel == "cudnn":
+    return cudnn_rules_applied(_fused(kernel), q, k, v, causal=causal, kv_lengths=kv_lengths)
   return jax.nn.dot_product_attention(q, k, v, is_causal=causal, key_value_seq_lengths=kv_lengths,
                                       implementation=kernel)
+
+
+def _fused(implementation: str):
+  return lambda q, k, v, causal, kv_lengths: jax.nn.dot_product_attention(
+      q, k, v, is_causal=causal, key_value_seq_lengths=kv_lengths, implementation=implementation)
+
+
+def cudnn_rules_applied(run, q, k, v, *, causal: bool, kv_lengths, max_rows: int = CUDNN_MAX_ROWS):
+  """`run(q, k, v, causal, kv_lengths)` (cuDNN's attention) within the two rules it does not
+  check for itself, measured on an H100 with jax 0.11.2:
+
+  - Odd lengths: jax's cuDNN path refuses to differentiate attention whose query or key
+    length is odd ("Unsupported sequence length Q 257, KV 257": the backward's check
+    counts the placeholder of an absent bias as a bias, jax 0.10 and 0.11), which is the
+    dynamics' 256 + 1 action tokens, the LAM's 16 + 1 and the 11B model's 921. Both are
+    padded by one: the padded key is masked through kv_lengths, the padded query row is
+    dropped (its output gets no cotangent, so it adds nothing to any gradient).
+  - Rows: a call over more than 65,535 merged rows (B') fails at launch (a CUDA grid
+    axis; 70,000 rows of temporal attention did, 12,336 did not) and leaves the GPU's
+    stream unusable. Such calls run in slices of at most `max_rows` rows.
+
+  The rules are applied around any `run`, so tests check them on CPU with XLA's path."""
+  rows, q_len, kv_len = q.shape[0], q.shape[1], k.shape[1]
+  if rows > max_rows:
+    starts = range(0, rows, max_rows)
+    lengths = [None if kv_lengths is None else kv_lengths[s:s + max_rows] for s in starts]
+    return jnp.concatenate([cudnn_rules_applied(run, q[s:s + max_rows], k[s:s + max_rows], v[s:s + max_rows],
+                                                causal=causal, kv_lengths=length, max_rows=max_rows)
+                            for s, length in zip(starts, lengths)], axis=0)
+  q_pad, kv_pad = q_len % 2, kv_len % 2
+  if not (q_pad or kv_pad):
+    return run(q, k, v, causal, kv_lengths)
+  pad = lambda a, n: jnp.pad(a, ((0, 0), (0, n), (0, 0), (0, 0)))
+  if kv_pad and kv_lengths is None and not causal:
+    kv_lengths = jnp.full((rows,), kv_len, jnp.int32)
+  # causal attention pads queries and keys alike (their lengths are equal on cuDNN's causal
+  # path, see _cudnn_problem), so the padded key follows every real query: masked already
+  return run(pad(q, q_pad), pad(k, kv_pad), pad(v, kv_pad), causal, kv_lengths)[:, :q_len]
 
 
 def _block(length: int) -> int:

@@ -114,6 +114,35 @@ class MLP(nnx.Module):
     return self.down(jax.nn.gelu(self.up(x)))
 
 
+@jax.custom_vjp
+def take_rows(table: jax.Array, ids: jax.Array) -> jax.Array:
+  """table [K, D], int ids [...] -> table[ids] [..., D], whose gradient is a matmul.
+
+  The gradient of a plain `jnp.take` is a scatter-add of every looked-up row into the
+  table. On an H100 (jax 0.11.2) that scatter was 79% of the patch-16 tokenizer's step:
+  108.7 of 138 ms of device time for 12,288 rows of the VQ codebook (bench_train
+  --profile). Here the backward is one_hot(ids)^T @ g instead, accumulated in float32
+  at full precision: tensor-core work of 2 N K D flops, with no atomics."""
+  return jnp.take(table, ids, axis=0)
+
+
+def _take_rows_fwd(table, ids):
+  return jnp.take(table, ids, axis=0), (ids, table)  # the table only for its shape and dtype
+
+
+def _take_rows_bwd(residuals, g):
+  ids, table = residuals
+  num, dtype = table.shape[0], table.dtype
+  flat = g.reshape(-1, g.shape[-1])
+  one_hot = jax.nn.one_hot(ids.reshape(-1), num, dtype=flat.dtype)
+  grad = jnp.einsum("nk,nd->kd", one_hot, flat, preferred_element_type=jnp.float32,
+                    precision=jax.lax.Precision.HIGHEST)
+  return grad.astype(dtype), None
+
+
+take_rows.defvjp(_take_rows_fwd, _take_rows_bwd)
+
+
 class Embed(nnx.Module):
   """Lookup table [num, D]; `attend` reuses nothing (heads are separate Dense layers)."""
 
@@ -122,7 +151,7 @@ class Embed(nnx.Module):
     self.table = param(rngs, nnx.initializers.normal(0.02), (num, dim), names, param_dtype)
 
   def __call__(self, ids: jax.Array, dtype=jnp.float32) -> jax.Array:
-    return jnp.take(self.table[...], ids, axis=0).astype(dtype)
+    return take_rows(self.table[...], ids).astype(dtype)
 
 
 class PositionalEmbedding(nnx.Module):

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from genie_jax.models.layers import param
+from genie_jax.models.layers import param, take_rows
 
 
 class QuantizerOutput(NamedTuple):
@@ -44,14 +44,14 @@ class VectorQuantizer(nnx.Module):
 
   def lookup(self, indices: jax.Array) -> jax.Array:
     """int [...] -> normalised codes [..., C] (float32)."""
-    return jnp.take(_l2_normalize(self.codebook[...].astype(jnp.float32)), indices, axis=0)
+    return take_rows(_l2_normalize(self.codebook[...].astype(jnp.float32)), indices)
 
   def __call__(self, z: jax.Array) -> QuantizerOutput:
     """z [..., C] -> nearest code by cosine similarity (computed in float32)."""
     z = _l2_normalize(z.astype(jnp.float32))
     codes = _l2_normalize(self.codebook[...].astype(jnp.float32))
     indices = jnp.argmax(jnp.einsum("...c,kc->...k", z, codes), axis=-1).astype(jnp.int32)
-    chosen = jnp.take(codes, indices, axis=0)
+    chosen = take_rows(codes, indices)
     codebook_loss = jnp.mean(jnp.square(jax.lax.stop_gradient(z) - chosen))
     commitment_loss = jnp.mean(jnp.square(z - jax.lax.stop_gradient(chosen)))
     quantized = z + jax.lax.stop_gradient(chosen - z)
@@ -102,8 +102,9 @@ class CategoricalQuantizer(nnx.Module):
 
 
 def code_usage(indices: jax.Array, num_codes: int) -> jax.Array:
-  """How often each code was chosen: int32 [K]."""
-  return jnp.zeros((num_codes,), jnp.int32).at[indices.reshape(-1)].add(1)
+  """How often each code was chosen: int32 [K]. A one-hot sum, which XLA fuses into one
+  reduction, rather than a scatter-add (slow on GPUs; see layers.take_rows)."""
+  return jnp.sum(jax.nn.one_hot(indices.reshape(-1), num_codes, dtype=jnp.int32), axis=0)
 
 
 def perplexity(counts: jax.Array) -> jax.Array:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from genie_jax.models import dynamics as dynamics_lib
 from genie_jax.models import fsq, patching, quantizer
@@ -120,6 +119,17 @@ def dynamics_token_loss(dynamics, tokens: jax.Array, mask: jax.Array, actions: j
   return masked_token_loss(logits, tokens, mask, code_levels=dynamics.code_levels, weight=weight)
 
 
+def integer_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """-log softmax(logits)[label] per row, in float32: logits [..., V], int labels [...].
+
+  The label's logit is read through a one-hot product, not a gather (optax's
+  take_along_axis), so the backward is softmax - one_hot, elementwise, instead of a
+  scatter into [..., V] (scatters are slow on GPUs: see models/layers.take_rows)."""
+  logits = logits.astype(jnp.float32)
+  picked = jnp.sum(logits * jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype), axis=-1)
+  return jax.nn.logsumexp(logits, axis=-1) - picked
+
+
 def masked_token_loss(logits, targets, mask, *, code_levels=(), weight=None):
   """Mean cross-entropy and accuracy over masked tokens only.
 
@@ -135,10 +145,10 @@ def masked_token_loss(logits, targets, mask, *, code_levels=(), weight=None):
   if code_levels:
     digits = fsq.digits(targets, code_levels)
     channels = dynamics_lib.split_channels(logits, code_levels)
-    ce = sum(optax.softmax_cross_entropy_with_integer_labels(c, digits[..., i]) for i, c in enumerate(channels))
+    ce = sum(integer_cross_entropy(c, digits[..., i]) for i, c in enumerate(channels))
     right = jnp.all(jnp.stack([jnp.argmax(c, -1) == digits[..., i] for i, c in enumerate(channels)]), axis=0)
   else:
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+    ce = integer_cross_entropy(logits, targets)
     right = jnp.argmax(logits, -1) == targets
   # with no token masked both sums are 0 and so is each mean
   return (jnp.sum(ce * ce_weight) / jnp.maximum(jnp.sum(ce_weight), 1e-6),
