@@ -15,7 +15,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.phase = "tokenizer"            # tokenizer | lam_dynamics
   c.seed = 0
   c.dtype = "float32"              # compute dtype: float32 | bfloat16 (params stay float32)
-  c.remat = "none"                 # none | full | temporal_qkv | qkv | dots_no_batch | dots
+  c.remat = "none"                 # none | full | temporal_kv | temporal_qkv | qkv | offload_temporal_qkv | offload_qkv | dots_no_batch | dots
   c.scan_layers = True             # run each block stack as a lax.scan (False: a Python loop)
   c.attention = "auto"             # auto | xla | cudnn | pallas_tpu (genie_jax/models/attention.py)
 

@@ -24,6 +24,7 @@ from jax.profiler import ProfileData
 FAMILIES = (
     ("attention (cuDNN/flash)", ("flash", "fmha", "sdpa")),
     ("matmul", ("gemm", "xmma", "cutlass", "matmul", "dot", "wgmma", "cublas", "nvjet")),
+    ("scatter / gather", ("scatter", "gather")),
     ("reduction", ("reduce", "argmin", "argmax", "topk", "sort")),
     ("copy / layout", ("copy", "transpose", "memcpy", "memset", "dynamic-update-slice", "dynamic_update_slice",
                        "concatenate", "pad")),

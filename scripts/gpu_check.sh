@@ -1,16 +1,23 @@
 #!/usr/bin/env bash
-# The GPU checks of fused attention, in one call on a lent H100 or H200 (at most about
-# 8 minutes: each step has its own time limit).
+# The GPU checks of fused attention, training speed and memory, and the sampler, in one
+# call on a lent H100 or H200 (each step has its own time limit; all of them together
+# take up to about 12 minutes, more than a session's 15 minutes leave after a start:
+# name fewer with ONLY). Session 11's two calls and what they found: README, On a GPU.
 #
 # 1. Here, once, in the repository root (the lent machine cannot reach PyPI; .whl/ is
 #    git-ignored). flax 0.12.10 is the first flax that imports with that machine's
 #    jax 0.11.2, and ml_collections is absent there:
 #        bash scripts/gpu_check.sh --download-wheels
-# 2. One device call: command "bash scripts/gpu_check.sh", carry [".whl"], timeout_s 600.
-# 3. Read $OUT/gpu_check.log (everything printed) and $OUT/results.json.
+# 2. One device call: command "ONLY=... bash scripts/gpu_check.sh", carry [".whl"].
+#    ONLY: a comma list of attention, phase2, tokenizer_jasmine, tokenizer_paper,
+#    sampler, phase2_xla (all by default, run in that order). Per-step limits in seconds:
+#    L_ATTENTION, L_PHASE2, L_TOKENIZER_JASMINE, L_TOKENIZER_PAPER, L_SAMPLER,
+#    L_PHASE2_XLA; the remat policies tried in turn: REMATS (tokenizer), REMATS_PHASE2.
+# 3. Read $OUT/gpu_check.log (everything printed), $OUT/results.json and the traces;
+#    both are rewritten after every step, so a call stopped at its limit still returns
+#    what it measured.
 #
-# What it runs (each step under its own time limit, so one hang cannot eat the others;
-# about 8 minutes in all when every step takes its whole limit):
+# What it runs:
 #   a. scripts/attention_check.py: cuDNN flash attention vs XLA in bf16 at the model's
 #      shapes (spatial 256/257/921 tokens, causal temporal over 16 frames up to 70k
 #      rows, the frame cache's step with kv lengths), forward and gradients against a
@@ -19,8 +26,9 @@
 #      step's device time goes, by kernel):
 #      b1. the paper's CoinRun tokenizer (B=48, T=16, patch 4): remat none, and only if
 #          that does not fit, qkv, then full: the first that fits gives the peak;
-#      b2. the phase-2 step (LAM + dynamics) and the dynamics alone at the paper's shapes;
-#      b3. the tokenizer at patch 16, B=48 (Jasmine's 0.047 s/step), scan vs unrolled;
+#      b2. the phase-2 step (LAM + dynamics) and the dynamics alone at the paper's shapes,
+#          remat none and, if that does not fit, full;
+#      b3. the tokenizer at patch 16, B=48 (Jasmine's 0.047 s/step);
 #   c. scripts/bench_sampler.py at the paper's shapes: cached frame vs recompute, and the
 #      environment path (decode and host copy included, window full) with 1 and 16
 #      worlds stepped as one batch (again with xla if that fails);
@@ -102,7 +110,10 @@ train() {  # name limit flags...: one bench_train run, its results in $WORK/trai
   return $status
 }
 if wanted phase2; then
-  train "phase2_${SHAPES}_auto" ${L_PHASE2:-130} --shapes $SHAPES --attention auto --parts lam_dynamics,dynamics
+  for remat in ${REMATS_PHASE2:-none full}; do  # at B=48, remat none needed 92 GiB on an 80 GB H100
+    train "phase2_${SHAPES}_auto_$remat" ${L_PHASE2:-130} --shapes $SHAPES --attention auto \
+      --parts lam_dynamics,dynamics --remat $remat && break
+  done
 fi
 if wanted tokenizer_jasmine; then
   train "tokenizer_jasmine_b$B48" ${L_TOKENIZER_JASMINE:-60} --shapes jasmine --batch $B48 --attention auto \

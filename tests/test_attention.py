@@ -129,6 +129,11 @@ def test_auto_picks_per_platform_and_says_why_it_falls_back():
   assert kernel == "xla" and "bfloat16 or float16, not float32" in why
   kernel, why = choose(H100, head_dim=12)
   assert kernel == "xla" and "multiple of 8" in why
+  assert choose(H100, q_len=257, kv_len=257) == ("cudnn", None)  # odd: padded by cudnn_rules_applied
+  kernel, why = choose(H100, q_len=16, kv_len=16, causal=True)  # temporal attention: XLA was faster
+  assert kernel == "xla" and "shorter than 128" in why
+  assert attention.choose("cudnn", device=H100, dtype=jnp.bfloat16, head_dim=64, q_len=16,
+                          kv_len=16) == ("cudnn", None)  # forced: runs
   assert choose(V5P) == ("pallas_tpu", None)
   kernel, why = choose(V5P, q_len=16, kv_len=16)  # temporal attention over 16 frames
   assert kernel == "xla" and "shorter than the splash kernel's 128-long blocks" in why
@@ -146,3 +151,38 @@ def test_forcing_a_kernel_this_backend_lacks_is_a_clear_error():
     attention.choose("cudnn", device=H100, dtype=jnp.float32, head_dim=64, q_len=16, kv_len=16)
   with pytest.raises(ValueError, match="unknown attention implementation 'flash'"):
     STTransformer(dim=32, num_layers=1, num_heads=2, rngs=nnx.Rngs(0), attention="flash")
+
+
+@pytest.mark.parametrize("q_len,kv_len,causal,lengths", [
+    (17, 17, False, None),         # the dynamics' 256 + 1 and the LAM's 16 + 1, small
+    (17, 17, True, None),
+    (1, 16, False, [1, 7, 16, 3, 9]),  # the frame cache's step: one query
+    (5, 7, False, [7, 1, 4, 2, 6]),
+])
+def test_cudnn_rules_pad_odd_lengths_and_slice_rows_without_changing_the_result(q_len, kv_len, causal, lengths):
+  """cudnn_rules_applied around XLA's path (cuDNN needs a GPU): every call it makes has
+  even lengths and at most max_rows rows, and output and gradients equal the unpadded,
+  unsliced call's."""
+  q, k, v = (jnp.asarray(a) for a in _qkv(5, q_len, kv_len, seed=2))
+  kv_lengths = None if lengths is None else jnp.asarray(lengths, jnp.int32)
+  weights = jax.random.normal(jax.random.key(1), q.shape)
+  calls = []
+
+  def xla(q, k, v, causal, kv_lengths):
+    calls.append((q.shape[0], q.shape[1], k.shape[1]))
+    return jax.nn.dot_product_attention(q, k, v, is_causal=causal, key_value_seq_lengths=kv_lengths)
+
+  def loss(q, k, v, ruled):
+    out = (attention.cudnn_rules_applied(xla, q, k, v, causal=causal, kv_lengths=kv_lengths, max_rows=2) if ruled
+           else xla(q, k, v, causal, kv_lengths))
+    return jnp.sum(weights * out), out
+
+  (_, got), got_grads = jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True)(q, k, v, True)
+  ruled_calls, calls[:] = list(calls), []
+  (_, want), want_grads = jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True)(q, k, v, False)
+  assert [rows for rows, _, _ in ruled_calls] == [2, 2, 1]
+  assert all(lq % 2 == 0 and lk % 2 == 0 for _, lq, lk in ruled_calls)
+  np.testing.assert_allclose(got, _np_attention(q, k, v, causal=causal, kv_lengths=lengths), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+  for g, w in zip(got_grads, want_grads):
+    np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)

@@ -6,7 +6,7 @@ import pytest
 from flax import nnx
 
 from experiments import tiny
-from genie_jax import flops, params
+from genie_jax import flops, params, trace_summary
 from genie_jax.models import build
 
 
@@ -42,3 +42,28 @@ def test_peak_flops_of_known_gpus_only():
   assert flops.peak_flops("NVIDIA H100 80GB HBM3", "bfloat16") == 989.4e12
   assert flops.peak_flops("NVIDIA H100 80GB HBM3", "float32") == 494.7e12
   assert flops.peak_flops("cpu", "float32") is None
+
+
+def test_trace_summary_reads_a_real_trace_and_sorts_its_kernels(tmp_path):
+  """A jitted step traced here (CPU: the host's XLA threads) is summed per op, longest
+  first, with the step's op names among them; kernel families by name."""
+  step = jax.jit(lambda x: jnp.tanh(x @ x).sum())
+  x = jnp.ones((256, 256))
+  step(x).block_until_ready()
+  with jax.profiler.trace(str(tmp_path)):
+    for _ in range(2):
+      step(x).block_until_ready()
+  path = trace_summary.latest_trace(str(tmp_path))
+  kernels, source = trace_summary.kernel_times(path)
+  assert source == "host XLA threads" and kernels
+  totals = [k.total_ns for k in kernels]
+  assert totals == sorted(totals, reverse=True) and totals[0] > 0
+  assert not any(word in k.name for k in kernels for word in trace_summary.HOST_WRAPPERS)
+  text = trace_summary.summary(path, steps=2, top=3)
+  assert "ms of host XLA threads time per step" in text and kernels[0].name[:60] in text
+  assert trace_summary.family("cudnn_generated_fort_native_sdpa_sm90_flash_bprop") == "attention (cuDNN/flash)"
+  assert trace_summary.family("nvjet_sm90_tst_128x128_64x6_2x1_v_bz_TNT") == "matmul"
+  assert trace_summary.family("input_scatter_fusion") == "scatter / gather"
+  assert trace_summary.family("loop_add_fusion") == "elementwise fusion"
+  with pytest.raises(FileNotFoundError, match="no \\*.xplane.pb"):
+    trace_summary.latest_trace(str(tmp_path / "empty"))

@@ -1,6 +1,10 @@
 """The networks against independent references: NumPy attention, causality, isolation of
 frames in spatial attention, cache == recompute, VQ nearest code and straight-through
 gradient, dead-code re-seeding, the action off-by-one, the paper's parameter counts."""
+import contextlib
+import io
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,9 +13,10 @@ from flax import nnx
 
 from experiments import coinrun, platformers, sprites, tiny
 from genie_jax import params as param_counts
-from genie_jax.models import build, dynamics, patching, quantizer
+from genie_jax.models import build, dynamics, layers, patching, quantizer
 from genie_jax.models import attention
 from genie_jax.models import lam as lam_lib
+from genie_jax.models import st_transformer as st_transformer_lib
 from genie_jax.models.st_transformer import STBlock, STTransformer
 
 
@@ -71,13 +76,34 @@ def test_scanned_stack_equals_a_loop_over_its_blocks():
     return jnp.sum(jnp.sin(m(x)))
 
   grads = None
-  for scan_layers, remat in ((True, "none"), (False, "none"), (True, "full"), (False, "dots"), (True, "qkv")):
+  for scan_layers, remat in ((True, "none"), (False, "none"), (True, "full"), (False, "dots"), (True, "qkv"),
+                            (True, "temporal_kv"), (True, "offload_temporal_qkv")):
     model.scan_layers, model.remat = scan_layers, remat
     np.testing.assert_allclose(model(x), expected, rtol=1e-5, atol=1e-5)
     g = jax.tree.leaves(nnx.grad(loss)(model))
     for a, b in zip(g, grads or g):
       np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-5)  # float32 reassociation
     grads = grads or g
+
+
+@pytest.mark.parametrize("remat,names", [
+    ("temporal_kv", {"temporal_k", "temporal_v"}),
+    ("temporal_qkv", {"temporal_q", "temporal_k", "temporal_v"}),
+    ("qkv", {f"{part}_{x}" for part in ("spatial", "temporal") for x in "qkv"}),
+    ("full", set()),
+])
+def test_remat_policies_keep_exactly_the_projections_they_name(remat, names):
+  """What a block's backward reads from its forward under each policy (jax's own list of
+  saved residuals): the named q/k/v projections, and nothing named for `full`."""
+  block = STBlock(32, 2, rngs=nnx.Rngs(0))
+  policy = st_transformer_lib.REMAT_POLICIES[remat]
+  graphdef, params = nnx.split(block)
+  x = jax.random.normal(jax.random.key(0), (1, 3, 4, 32))
+  f = jax.checkpoint(lambda p, x: jnp.sum(nnx.merge(graphdef, p)(x)), policy=policy)
+  printed = io.StringIO()
+  with contextlib.redirect_stdout(printed):
+    jax.ad_checkpoint.print_saved_residuals(f, params, x)
+  assert set(re.findall(r"named '([a-z_]+)'", printed.getvalue())) == names
 
 
 def test_cached_step_equals_full_forward():
@@ -491,3 +517,31 @@ def test_paper_parameter_counts():
   assert 0 < counts["lam"] - lam_core < 0.01 * lam_core
   dyn_core = _analytic_st_params(5120, 24, heads_x_head_dim=36 * 128)
   assert 0 < counts["dynamics"] - dyn_core < 0.01 * dyn_core
+
+
+def test_take_rows_equals_a_gather_and_its_gradient_the_scatter_it_replaces():
+  table = jax.random.normal(jax.random.key(0), (11, 5))
+  ids = jax.random.randint(jax.random.key(1), (3, 7), 0, 11)  # repeats: rows gather several gradients
+  weights = jax.random.normal(jax.random.key(2), (3, 7, 5))
+  np.testing.assert_array_equal(layers.take_rows(table, ids), np.asarray(table)[np.asarray(ids)])
+  got = jax.grad(lambda t: jnp.sum(weights * layers.take_rows(t, ids)))(table)
+  want = np.zeros((11, 5))  # NumPy's scatter-add of each row's cotangent
+  np.add.at(want, np.asarray(ids).reshape(-1), np.asarray(weights).reshape(-1, 5))
+  np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("num_codes", [12, layers.ONE_HOT_MAX_ROWS + 5])  # one-hot sum; scatter beyond
+def test_code_usage_counts_like_bincount(num_codes):
+  ids = np.random.default_rng(0).integers(0, num_codes, (4, 6, 5))
+  np.testing.assert_array_equal(quantizer.code_usage(jnp.asarray(ids), num_codes),
+                                np.bincount(ids.ravel(), minlength=num_codes))
+
+
+def test_take_rows_of_a_large_table_keeps_the_scatter_gradient():
+  table = jax.random.normal(jax.random.key(0), (layers.ONE_HOT_MAX_ROWS + 5, 3))
+  ids = jax.random.randint(jax.random.key(1), (40,), 0, table.shape[0])
+  weights = jax.random.normal(jax.random.key(2), (40, 3))
+  got = jax.grad(lambda t: jnp.sum(weights * layers.take_rows(t, ids)))(table)
+  want = np.zeros(table.shape)
+  np.add.at(want, np.asarray(ids), np.asarray(weights))
+  np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)

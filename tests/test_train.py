@@ -244,6 +244,20 @@ def test_dynamics_change_weight_against_numpy():
   np.testing.assert_allclose(float(got_acc), np.mean((np.argmax(logits, -1) == tokens)[mask]), rtol=1e-6)
 
 
+def test_integer_cross_entropy_and_its_gradient_against_numpy():
+  """-log softmax at the label, and its gradient softmax - one_hot (the one-hot form has
+  no gather whose backward would be a scatter)."""
+  rng = np.random.default_rng(1)
+  logits = rng.normal(size=(3, 4, 7)).astype(np.float32) * 3
+  labels = rng.integers(0, 7, (3, 4))
+  p = np.exp(logits - logits.max(-1, keepdims=True))
+  p /= p.sum(-1, keepdims=True)
+  np.testing.assert_allclose(losses.integer_cross_entropy(jnp.asarray(logits), jnp.asarray(labels)),
+                             -np.log(np.take_along_axis(p, labels[..., None], -1)[..., 0]), rtol=1e-5, atol=1e-6)
+  grad = jax.grad(lambda l: jnp.sum(losses.integer_cross_entropy(l, jnp.asarray(labels))))(jnp.asarray(logits))
+  np.testing.assert_allclose(grad, p - np.eye(7)[labels], rtol=1e-5, atol=1e-6)
+
+
 def test_per_model_clipping_scales_each_model_by_its_own_norm():
   """grad_clip_scope=per_model: each top-level subtree is scaled by min(1, c / its norm)
   (a NumPy formula), where the global scope scales all of them by the one total norm."""

@@ -114,6 +114,9 @@ class MLP(nnx.Module):
     return self.down(jax.nn.gelu(self.up(x)))
 
 
+ONE_HOT_MAX_ROWS = 8192  # take_rows' backward is a one-hot matmul up to this many table rows
+
+
 @jax.custom_vjp
 def take_rows(table: jax.Array, ids: jax.Array) -> jax.Array:
   """table [K, D], int ids [...] -> table[ids] [..., D], whose gradient is a matmul.
@@ -122,7 +125,8 @@ def take_rows(table: jax.Array, ids: jax.Array) -> jax.Array:
   table. On an H100 (jax 0.11.2) that scatter was 79% of the patch-16 tokenizer's step:
   108.7 of 138 ms of device time for 12,288 rows of the VQ codebook (bench_train
   --profile). Here the backward is one_hot(ids)^T @ g instead, accumulated in float32
-  at full precision: tensor-core work of 2 N K D flops, with no atomics."""
+  at full precision: tensor-core work of 2 N K D flops, with no atomics. Tables of more
+  than ONE_HOT_MAX_ROWS rows keep the scatter: their one-hot would be [N, K]."""
   return jnp.take(table, ids, axis=0)
 
 
@@ -134,6 +138,8 @@ def _take_rows_bwd(residuals, g):
   ids, table = residuals
   num, dtype = table.shape[0], table.dtype
   flat = g.reshape(-1, g.shape[-1])
+  if num > ONE_HOT_MAX_ROWS:  # the one-hot would be [N, K]: scatter-add instead
+    return jnp.zeros(table.shape, jnp.float32).at[ids.reshape(-1)].add(flat.astype(jnp.float32)).astype(dtype), None
   one_hot = jax.nn.one_hot(ids.reshape(-1), num, dtype=flat.dtype)
   grad = jnp.einsum("nk,nd->kd", one_hot, flat, preferred_element_type=jnp.float32,
                     precision=jax.lax.Precision.HIGHEST)

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from genie_jax.models.layers import param, take_rows
+from genie_jax.models.layers import ONE_HOT_MAX_ROWS, param, take_rows
 
 
 class QuantizerOutput(NamedTuple):
@@ -102,9 +102,14 @@ class CategoricalQuantizer(nnx.Module):
 
 
 def code_usage(indices: jax.Array, num_codes: int) -> jax.Array:
-  """How often each code was chosen: int32 [K]. A one-hot sum, which XLA fuses into one
-  reduction, rather than a scatter-add (slow on GPUs; see layers.take_rows)."""
-  return jnp.sum(jax.nn.one_hot(indices.reshape(-1), num_codes, dtype=jnp.int32), axis=0)
+  """How often each code was chosen: int32 [K]. Up to ONE_HOT_MAX_ROWS codes a one-hot
+  sum, which XLA fuses into one reduction, rather than a scatter-add (slow on GPUs; see
+  layers.take_rows). Beyond, the [N, K] one-hot would be large (an FSQ tokenizer has
+  64,000 codes), so the scatter stays."""
+  flat = indices.reshape(-1)
+  if num_codes > ONE_HOT_MAX_ROWS:
+    return jnp.zeros((num_codes,), jnp.int32).at[flat].add(1)
+  return jnp.sum(jax.nn.one_hot(flat, num_codes, dtype=jnp.int32), axis=0)
 
 
 def perplexity(counts: jax.Array) -> jax.Array:

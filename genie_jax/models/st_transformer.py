@@ -27,16 +27,30 @@ from genie_jax.models.layers import Dense, DenseIn, LayerNorm, MLP
 ACT = ("batch", "time", "space", "act_embed")  # logical names of [B, T, S, D] activations
 
 _names = jax.checkpoint_policies.save_only_these_names
+_QKV = {part: tuple(f"{part}_{x}" for x in "qkv") for part in ("spatial", "temporal")}
+
+
+def _offloaded(*names):
+  """Keep `names` for the backward in the host's pinned memory instead of HBM."""
+  return jax.checkpoint_policies.save_and_offload_only_these_names(
+      names_which_can_be_saved=(), names_which_can_be_offloaded=names, offload_src="device",
+      offload_dst="pinned_host")
+
+
 REMAT_POLICIES = {
     "none": None,
     "full": jax.checkpoint_policies.nothing_saveable,
     "dots": jax.checkpoint_policies.checkpoint_dots,
     "dots_no_batch": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
-    # between full and dots: keep the q/k/v projections (before QK-norm) that the
+    # between full and dots: keep some of the q/k/v projections (before QK-norm) that the
     # attention backward reads, so those matmuls are not recomputed; the rest is. On the
     # 11B v5p-256 step (README, Pod scale) temporal_qkv fits at 96% of HBM, qkv does not
-    "qkv": _names("spatial_qkv", "temporal_qkv"),
-    "temporal_qkv": _names("temporal_qkv"),
+    "qkv": _names(*_QKV["spatial"], *_QKV["temporal"]),
+    "temporal_qkv": _names(*_QKV["temporal"]),
+    "temporal_kv": _names("temporal_k", "temporal_v"),
+    # the same tensors kept in host memory: HBM as under full, the transfers overlapped
+    "offload_temporal_qkv": _offloaded(*_QKV["temporal"]),
+    "offload_qkv": _offloaded(*_QKV["spatial"], *_QKV["temporal"]),
 }
 
 
@@ -67,8 +81,9 @@ class Attention(nnx.Module):
 
   def qkv(self, x: jax.Array, *, name: str) -> tuple[jax.Array, jax.Array, jax.Array]:
     """x [..., D] -> q, k, v [..., N, Hd] (q and k normalised). The projections are
-    tagged `name` for the remat policies that keep them (REMAT_POLICIES)."""
-    q, k, v = (checkpoint_name(proj(x), name) for proj in (self.q, self.k, self.v))
+    tagged `{name}_q`, `{name}_k`, `{name}_v` for the remat policies that keep them
+    (REMAT_POLICIES)."""
+    q, k, v = (checkpoint_name(proj(x), f"{name}_{part}") for part, proj in zip("qkv", (self.q, self.k, self.v)))
     return self.q_norm(q), self.k_norm(k), v
 
 
@@ -92,7 +107,7 @@ class STBlock(nnx.Module):
 
   def _spatial(self, x: jax.Array) -> jax.Array:
     b, t, s, d = x.shape
-    q, k, v = self.spatial.qkv(self.spatial_norm(x).reshape(b * t, s, d), name="spatial_qkv")
+    q, k, v = self.spatial.qkv(self.spatial_norm(x).reshape(b * t, s, d), name="spatial")
     out = self.spatial.out(self._attend(q, k, v)).reshape(b, t, s, d)
     return parallel.constrain(x + out.astype(x.dtype), ACT)
 
@@ -103,7 +118,7 @@ class STBlock(nnx.Module):
     """x [B, T, S, D] -> [B, T, S, D]; with return_kv also temporal k, v [B, T, S, N, Hd]."""
     x = self._spatial(x)
     b, t, s, d = x.shape
-    q, k, v = self.temporal.qkv(self.temporal_norm(x), name="temporal_qkv")  # [B, T, S, N, Hd]
+    q, k, v = self.temporal.qkv(self.temporal_norm(x), name="temporal")  # [B, T, S, N, Hd]
     to_seq = lambda a: a.transpose(0, 2, 1, 3, 4).reshape(b * s, t, *a.shape[3:])
     out = self._attend(to_seq(q), to_seq(k), to_seq(v), causal=True)
     out = out.reshape(b, s, t, *out.shape[2:]).transpose(0, 2, 1, 3, 4)
@@ -122,7 +137,7 @@ class STBlock(nnx.Module):
     """
     b, t, s, d = clean.shape
     both = self._spatial(jnp.concatenate([clean, masked], axis=0))
-    q, k, v = self.temporal.qkv(self.temporal_norm(both), name="temporal_qkv")  # [2B, T, S, N, Hd]
+    q, k, v = self.temporal.qkv(self.temporal_norm(both), name="temporal")  # [2B, T, S, N, Hd]
     to_seq = lambda a: a.transpose(0, 2, 1, 3, 4).reshape(a.shape[0] * s, t, *a.shape[3:])
     q, k, v = to_seq(q), to_seq(k), to_seq(v)  # [2B*S, T, N, Hd]: clean rows first
     n = b * s
@@ -145,7 +160,7 @@ class STBlock(nnx.Module):
     """
     x = self._spatial(x)
     b, _, s, d = x.shape
-    q, k, v = self.temporal.qkv(self.temporal_norm(x), name="temporal_qkv")
+    q, k, v = self.temporal.qkv(self.temporal_norm(x), name="temporal")
     keys = jax.lax.dynamic_update_slice_in_dim(k_cache, k.astype(k_cache.dtype), position, axis=1)
     values = jax.lax.dynamic_update_slice_in_dim(v_cache, v.astype(v_cache.dtype), position, axis=1)
     t_max = keys.shape[1]
