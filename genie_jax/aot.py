@@ -139,6 +139,8 @@ def compile_step(config, topology_name: str):
       "analytic_flops": model_flops,
       "attention": attention_lib.describe(config.get("attention", "auto"), device=devices[0]),
       "pallas_calls": pallas_calls,
+      # what a host-offloading remat policy keeps in the host's pinned memory
+      "host_temp_gib": getattr(memory, "host_temp_size_in_bytes", 0) / gib,
   }
 
 
@@ -159,7 +161,8 @@ def report(config, r: dict, mfu: float) -> str:
       "parameters: " + ", ".join(f"{k} {_human(v)}" for k, v in r["counts"].items()),
       f"per-chip memory: arguments {r['argument_gib']:.2f} GiB, temporaries {r['temp_gib']:.2f} GiB, "
       f"outputs {r['output_gib']:.2f} GiB (aliased {r['alias_gib']:.2f}), peak {r['peak_gib']:.2f} GiB "
-      f"of {r['hbm_gib']:.0f} GiB HBM ({100 * r['peak_gib'] / r['hbm_gib']:.0f}%)",
+      f"of {r['hbm_gib']:.0f} GiB HBM ({100 * r['peak_gib'] / r['hbm_gib']:.0f}%)"
+      + (f"; host memory: temporaries {r['host_temp_gib']:.2f} GiB" if r.get("host_temp_gib") else ""),
       (f"FLOPs per step: compiler {compiler_total:.3e} ({r['compiler_flops_per_device']:.3e} per chip), "
        f"analytic model FLOPs {r['analytic_flops']:.3e}, ratio {compiler_total / r['analytic_flops']:.2f}"
        + (" (remat recomputes the forward)" if config.remat != "none" else ""))
