@@ -48,7 +48,7 @@ REMAT_POLICIES = {
     "qkv": _names(*_QKV["spatial"], *_QKV["temporal"]),
     "temporal_qkv": _names(*_QKV["temporal"]),
     "temporal_kv": _names("temporal_k", "temporal_v"),
-    # the same tensors kept in host memory: HBM as under full, the transfers overlapped
+    # the same tensors kept in host memory: HBM near full's (plus transfer buffers; README, Pod scale)
     "offload_temporal_qkv": _offloaded(*_QKV["temporal"]),
     "offload_qkv": _offloaded(*_QKV["spatial"], *_QKV["temporal"]),
 }
