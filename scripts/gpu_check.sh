@@ -88,8 +88,10 @@ json.dump(results, open(out, "w"), indent=2)
 EOF
   for dir in "$WORK"/prof_*/*; do
     [[ -d $dir && $dir != *_xla/* ]] || continue
-    local trace; trace=$(find "$dir" -name '*.xplane.pb' | head -1)
-    [[ -n $trace ]] && gzip -c "$trace" > "$OUT/trace_$(basename "$(dirname "$dir")")_$(basename "$dir").xplane.pb.gz"
+    local out="$OUT/trace_$(basename "$(dirname "$dir")")_$(basename "$dir").xplane.pb.gz" trace
+    [[ -e $out ]] && continue  # gzipped after an earlier step
+    trace=$(find "$dir" -name '*.xplane.pb' | head -1)
+    [[ -n $trace ]] && gzip -c "$trace" > "$out"
   done
 }
 wanted() { [[ ",$ONLY," == *",$1,"* ]]; }

@@ -160,13 +160,15 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, *, causal: bool = False,
     _log.warning("attention runs on XLA (materialised) here: %s", reason)
   if kernel == "pallas_tpu":
     return _splash(q, k, v, causal=causal, kv_lengths=kv_lengths, interpret=interpret)
+  run = _dot_product_attention(kernel)
   if kernel == "cudnn":
-    return cudnn_rules_applied(_fused(kernel), q, k, v, causal=causal, kv_lengths=kv_lengths)
-  return jax.nn.dot_product_attention(q, k, v, is_causal=causal, key_value_seq_lengths=kv_lengths,
-                                      implementation=kernel)
+    return cudnn_rules_applied(run, q, k, v, causal=causal, kv_lengths=kv_lengths)
+  return run(q, k, v, causal, kv_lengths)
 
 
-def _fused(implementation: str):
+def _dot_product_attention(implementation: str):
+  """jax.nn.dot_product_attention with `implementation` ("xla" | "cudnn"), called as
+  run(q, k, v, causal, kv_lengths)."""
   return lambda q, k, v, causal, kv_lengths: jax.nn.dot_product_attention(
       q, k, v, is_causal=causal, key_value_seq_lengths=kv_lengths, implementation=implementation)
 
@@ -188,11 +190,10 @@ def cudnn_rules_applied(run, q, k, v, *, causal: bool, kv_lengths, max_rows: int
   The rules are applied around any `run`, so tests check them on CPU with XLA's path."""
   rows, q_len, kv_len = q.shape[0], q.shape[1], k.shape[1]
   if rows > max_rows:
-    starts = range(0, rows, max_rows)
-    lengths = [None if kv_lengths is None else kv_lengths[s:s + max_rows] for s in starts]
-    return jnp.concatenate([cudnn_rules_applied(run, q[s:s + max_rows], k[s:s + max_rows], v[s:s + max_rows],
-                                                causal=causal, kv_lengths=length, max_rows=max_rows)
-                            for s, length in zip(starts, lengths)], axis=0)
+    part = lambda a, s: None if a is None else a[s:s + max_rows]
+    return jnp.concatenate([cudnn_rules_applied(run, part(q, s), part(k, s), part(v, s), causal=causal,
+                                                kv_lengths=part(kv_lengths, s), max_rows=max_rows)
+                            for s in range(0, rows, max_rows)], axis=0)
   q_pad, kv_pad = q_len % 2, kv_len % 2
   if not (q_pad or kv_pad):
     return run(q, k, v, causal, kv_lengths)
