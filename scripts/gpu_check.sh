@@ -47,7 +47,11 @@ fi
 SMOKE=0
 [[ "${1:-}" == "--smoke" ]] && SMOKE=1
 # which steps (all by default); a second call with less device time left can name fewer
-ONLY=${ONLY:-attention,phase2,tokenizer_jasmine,tokenizer_paper,sampler,phase2_xla}
+STEPS_ALL=attention,phase2,tokenizer_jasmine,tokenizer_paper,sampler,phase2_xla
+ONLY=${ONLY:-$STEPS_ALL}
+for step in ${ONLY//,/ }; do  # a typo would otherwise run nothing and spend the device time
+  [[ ",$STEPS_ALL," == *",$step,"* ]] || { echo "ONLY names an unknown step '$step'; choose from $STEPS_ALL"; exit 2; }
+done
 
 OUT=${OUT:-$REPO/gpu_check_out}
 mkdir -p "$OUT"
