@@ -81,3 +81,23 @@ def test_lam_recovers_the_true_actions_and_the_dynamics_model_obeys_its_codes():
   # rollouts driven by the LAM's codes beat random codes in pixels: Δ3PSNR above 0 with its
   # interval (+12.444 ± 3.206 dB with the recipe)
   assert m["delta_psnr"] - m["delta_psnr_ci95"] > 0, m
+
+
+def test_train_lam_reads_the_clips_it_is_given_and_reports_its_curve():
+  """The hooks scripts/coinrun_lam_curve.py uses: train_lam draws every batch from the
+  sampler it is given, and report sees the steps asked for and the final one."""
+  config = sprites.get_config("lam_dynamics")
+  config.lam.update(dim=32, enc_blocks=1, dec_blocks=1, num_heads=2)  # small: this checks wiring
+  clips = lam_control.sprite_clips(0, 8, config.data.window)
+  drawn, reported = [], []
+
+  def sample(rng, batch_size):
+    drawn.append(batch_size)
+    return clips.frames[rng.integers(0, len(clips.frames), size=batch_size)]
+
+  lam = lam_control.train_lam(config, steps=3, batch_size=2, sample_clips=sample,
+                              report=lambda step, model: reported.append((step, model.num_actions)), report_every=2)
+  assert drawn == [2, 2, 2]
+  assert reported == [(2, config.lam.num_actions), (3, config.lam.num_actions)]
+  codes = lam_control.infer_actions(lam, clips.frames[:4])
+  assert codes.shape == (4, config.data.window - 1)

@@ -27,6 +27,7 @@ def normalized_mutual_information(table: np.ndarray) -> float:
   pl, pr = p.sum(1), p.sum(0)
   nz = p > 0
   mi = float(np.sum(p[nz] * np.log(p[nz] / (pl[:, None] * pr[None, :])[nz])))
-  entropy = lambda q: float(-np.sum(q[q > 0] * np.log(q[q > 0])))
+  # clamped: one label's entropy sums to -0.0 or a rounding error below it, not 0
+  entropy = lambda q: max(0.0, float(-np.sum(q[q > 0] * np.log(q[q > 0]))))
   denom = np.sqrt(entropy(pl) * entropy(pr))
   return mi / denom if denom > 0 else 0.0

@@ -7,7 +7,7 @@ tests/test_world_control.py, the guard that the LAM half of a controllable world
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -43,9 +43,17 @@ def sprite_clips(first_seed: int, episodes: int, window: int, episode_steps: int
   return Clips(np.stack(frames), np.stack(actions), np.stack(positions), np.array(seeds))
 
 
-def train_lam(config, *, steps: int, batch_size: int = 8, seed: int = 0, episodes: int = 128):
-  """config: a lam_dynamics config (its data.window, lam and optim fields) -> the trained LAM."""
-  frames = sprite_clips(0, episodes, config.data.window).frames
+def train_lam(config, *, steps: int, batch_size: int = 8, seed: int = 0, episodes: int = 128,
+              sample_clips: Callable[[np.random.Generator, int], np.ndarray] | None = None,
+              report: Callable[[int, object], None] | None = None, report_every: int = 0):
+  """config: a lam_dynamics config (its data.window, lam and optim fields) -> the trained LAM.
+
+  sample_clips(rng, batch_size) -> uint8 [B, window, H, W, 3] draws the training clips
+  (default: clips of `episodes` simulated sprite episodes). report(step, lam), when given,
+  is called every `report_every` steps and at the end, for learning curves."""
+  if sample_clips is None:
+    frames = sprite_clips(0, episodes, config.data.window).frames
+    sample_clips = lambda rng, b: frames[rng.integers(0, len(frames), size=b)]  # noqa: E731
   lam = build.make_lam(config, nnx.Rngs(seed))
   graphdef, params = nnx.split(lam, nnx.Param)
   optim = config.optim.copy_and_resolve_references()
@@ -67,8 +75,9 @@ def train_lam(config, *, steps: int, batch_size: int = 8, seed: int = 0, episode
 
   rng = np.random.default_rng(seed)
   for i in range(steps):
-    idx = rng.integers(0, len(frames), size=batch_size)
-    params, opt_state = step(params, opt_state, jnp.asarray(frames[idx]), jax.random.key(i))
+    params, opt_state = step(params, opt_state, jnp.asarray(sample_clips(rng, batch_size)), jax.random.key(i))
+    if report is not None and (i + 1 == steps or (report_every and (i + 1) % report_every == 0)):
+      report(i + 1, nnx.merge(graphdef, params))
   return nnx.merge(graphdef, params)
 
 

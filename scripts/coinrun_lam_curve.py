@@ -1,0 +1,72 @@
+r"""The CoinRun LAM's learning curve: its codes against the real actions as it trains.
+
+    python scripts/coinrun_lam_curve.py --config experiments/coinrun.py:cpu_lam_dynamics \
+        --data_dir runs/coinrun/data --steps 2000 --report_every 250 [--config.lam.patch=8]
+
+Trains the config's LAM alone (genie_jax/train/lam_control.py: its objective, optimizer
+and batch, no tokenizer and no dynamics model, so several times cheaper than phase 2) on
+random windows of the training split, and every `report_every` steps labels every
+held-out transition (validation split, unseen levels) with its codes and prints their
+best-mapping accuracy and NMI against the 15 real actions and against what they do in
+CoinRun (data_pipelines.coinrun.action_effects). The curve says whether more steps would
+help; scripts/coinrun_action_probe.py says how far the frames allow.
+"""
+import time
+
+import numpy as np
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from data_pipelines import coinrun
+from genie_jax.agents import data as data_lib
+from genie_jax.evals import action_metrics
+from genie_jax.train import lam_control
+
+_CONFIG = config_flags.DEFINE_config_file("config", "experiments/coinrun.py:cpu_lam_dynamics",
+                                          "A lam_dynamics config (file.py:variant).", lock_config=True)
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "A CoinRun dataset with its real actions.", required=True)
+_STEPS = flags.DEFINE_integer("steps", 2000, "LAM training steps.")
+_EVERY = flags.DEFINE_integer("report_every", 250, "Score the codes every this many steps.")
+_SEED = flags.DEFINE_integer("seed", 0, "Initialisation and batch order.")
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.WARNING)  # TFDS logs every split it opens at INFO
+  config = _CONFIG.value
+  window = config.data.window
+  train = data_lib.read_episodes(_DATA_DIR.value, "coinrun", "train")
+  held = data_lib.read_episodes(_DATA_DIR.value, "coinrun", "validation")
+  held_t = data_lib.transition_frames(held)
+  real = data_lib.real_actions(held, held_t)
+  groups = {"15 actions": (real, coinrun.NUM_PROCGEN_ACTIONS), **coinrun.action_effects(real)}
+  # a clip may start anywhere its window fits inside one training episode
+  starts = np.concatenate([np.arange(a, b - window + 1)
+                           for a, b in zip(train.starts[:-1], train.starts[1:]) if b - a >= window])
+  offsets = np.arange(window)
+
+  def sample_clips(rng, batch_size):
+    return train.frames[rng.choice(starts, size=batch_size)[:, None] + offsets[None, :]]
+
+  print(f"LAM of {_CONFIG.value.lam.num_actions} codes on {len(starts)} training windows; scored on "
+        f"{len(held_t)} held-out transitions")
+  print(f"{'step':>6s} {'used':>4s} " + " ".join(f"{name + ' acc / NMI':>27s}" for name in groups) + "  seconds")
+  start = time.time()
+
+  def report(step, lam):
+    codes = data_lib.latent_actions(lam, held, window=window)
+    cells = []
+    for labels, count in groups.values():
+      table = action_metrics.contingency(codes, labels, lam.num_actions, count)
+      cells.append(f"{action_metrics.best_mapping_accuracy(table):.3f} / "
+                    f"{action_metrics.normalized_mutual_information(table):.3f}")
+    used = int(np.sum(np.bincount(codes, minlength=lam.num_actions) > 0))
+    print(f"{step:6d} {used:4d} " + " ".join(f"{c:>27s}" for c in cells) + f"  {time.time() - start:7.0f}",
+          flush=True)
+
+  lam_control.train_lam(config, steps=_STEPS.value, batch_size=config.train.batch_size, seed=_SEED.value,
+                        sample_clips=sample_clips, report=report, report_every=_EVERY.value)
+
+
+if __name__ == "__main__":
+  app.run(main)
