@@ -1,4 +1,4 @@
-r"""How much of CoinRun's real action can any model read off its frames? The ceiling for a LAM.
+r"""How much of CoinRun's real action can a model read off its frames? A floor under any LAM's ceiling.
 
     python scripts/coinrun_action_probe.py --data_dir runs/coinrun/data [--steps 3000]
 
@@ -17,9 +17,9 @@ the training split, and scores it on the held-out split, reading:
   x_t-2..x_t+1    the pair and the momentum before it
 
 Labels are the action's effect (data_pipelines.coinrun.action_effects): horizontal
-direction x jump (6), and its two parts. A supervised model with the labels is an upper
-bound (up to its capacity and data) on what a LAM's codes can share with the real
-actions from the same frames.
+direction x jump (6), and its two parts. What a supervised model reads off the frames,
+they hold at least; a LAM's codes can share with the real actions no more than the
+frames hold, so this is a floor under that ceiling, not the ceiling itself.
 """
 import argparse
 import jax
