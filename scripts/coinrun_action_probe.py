@@ -71,9 +71,7 @@ def main():
     cells = []
     for group, (labels, count) in held_groups.items():
       guessed = {"horizontal": guess // 2, "jump": guess % 2, "horizontal x jump": guess}[group]
-      table = action_metrics.contingency(guessed, labels, count, count)
-      cells.append(f"{action_metrics.best_mapping_accuracy(table):.3f} / "
-                   f"{action_metrics.normalized_mutual_information(table):.3f}")
+      cells.append("%.3f / %.3f" % action_metrics.accuracy_and_nmi(guessed, labels, count, count))
     print(f"{name:24s} {cells[0]:>21s} {cells[1]:>16s} {cells[2]:>16s}", flush=True)
 
 

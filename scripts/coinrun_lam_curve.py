@@ -55,11 +55,8 @@ def main(argv):
 
   def report(step, lam):
     codes = data_lib.latent_actions(lam, held, window=window)
-    cells = []
-    for labels, count in groups.values():
-      table = action_metrics.contingency(codes, labels, lam.num_actions, count)
-      cells.append(f"{action_metrics.best_mapping_accuracy(table):.3f} / "
-                    f"{action_metrics.normalized_mutual_information(table):.3f}")
+    cells = ["%.3f / %.3f" % action_metrics.accuracy_and_nmi(codes, labels, lam.num_actions, count)
+             for labels, count in groups.values()]
     used = int(np.sum(np.bincount(codes, minlength=lam.num_actions) > 0))
     print(f"{step:6d} {used:4d} " + " ".join(f"{c:>27s}" for c in cells) + f"  {time.time() - start:7.0f}",
           flush=True)

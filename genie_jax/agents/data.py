@@ -79,6 +79,11 @@ def real_actions(episodes: Episodes, frame_index: np.ndarray) -> np.ndarray:
   return actions
 
 
+# one compiled function for every call: a jit made inside latent_actions compiled anew each
+# time (scripts/coinrun_lam_curve.py labels the held-out split after every report)
+_infer_actions = nnx.jit(lambda model, frames: model.infer_actions(frames))
+
+
 def latent_actions(lam, episodes: Episodes, *, window: int, batch_size: int = 16) -> np.ndarray:
   """The frozen LAM's code for every transition, int32 [N] in transition_frames order.
 
@@ -97,14 +102,13 @@ def latent_actions(lam, episodes: Episodes, *, window: int, batch_size: int = 16
       clips.append(a + clip_start)
       keep.append((start - clip_start, min(length - 1, clip_start + window - 1) - start))
       start = clip_start + window - 1
-  infer = nnx.jit(lambda model, frames: model.infer_actions(frames))
   labels = []
   for i in range(0, len(clips), batch_size):
     starts = np.asarray(clips[i:i + batch_size])
     pad = batch_size - len(starts)  # one compiled shape: the last batch is padded
     starts = np.concatenate([starts, np.repeat(starts[-1:], pad)])
     frames = episodes.frames[starts[:, None] + np.arange(window)[None, :]]
-    codes = np.asarray(infer(lam, jnp.asarray(frames)))[:len(starts) - pad]
+    codes = np.asarray(_infer_actions(lam, jnp.asarray(frames)))[:len(starts) - pad]
     labels.extend(codes[j, first:first + count] for j, (first, count) in enumerate(keep[i:i + batch_size]))
   out = np.concatenate(labels).astype(np.int32)
   expected = int(np.sum(np.diff(episodes.starts) - 1))

@@ -31,3 +31,9 @@ def normalized_mutual_information(table: np.ndarray) -> float:
   entropy = lambda q: max(0.0, float(-np.sum(q[q > 0] * np.log(q[q > 0]))))
   denom = np.sqrt(entropy(pl) * entropy(pr))
   return mi / denom if denom > 0 else 0.0
+
+
+def accuracy_and_nmi(latent: np.ndarray, real: np.ndarray, num_latent: int, num_real: int) -> tuple[float, float]:
+  """Best-mapping accuracy and NMI of latent labels against real ones."""
+  table = contingency(latent, real, num_latent, num_real)
+  return best_mapping_accuracy(table), normalized_mutual_information(table)
