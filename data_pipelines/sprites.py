@@ -134,7 +134,7 @@ def positions_from_occupancy(tokens: np.ndarray, *, size: int = 64, sprite: int 
 
 def build(*, data_dir: str, episodes: int, eval_episodes: int, max_steps: int, size: int = 64,
           seed: int = 0, chunk_size: int = 64, min_frames: int = 16, sprite: int = 12, speed: int = 6,
-          background: str = "checker", wall_moves: bool = False):
+          background: str = "checker", wall_moves: bool = False, array_encoding: str = "bytes"):
   world = dict(size=size, sprite=sprite, speed=speed, background=background, wall_moves=wall_moves)
   render_episode(seed=0, num_steps=1, **world)  # a bad world fails here, before anything is written
 
@@ -143,7 +143,7 @@ def build(*, data_dir: str, episodes: int, eval_episodes: int, max_steps: int, s
                     for i in range(count))
   return records.write_dataset(
       builders.Sprites, data_dir=data_dir, resolution=(size, size), chunk_size=chunk_size,
-      min_frames=min_frames,
+      min_frames=min_frames, array_encoding=array_encoding,
       split_episodes={"train": split(0, episodes), "validation": split(10_000_000, eval_episodes),
                       "test": split(20_000_000, eval_episodes)},
       extra_metadata={"num_actions": len(ACTION_NAMES), "has_actions": True, "source": "sprites",
