@@ -20,6 +20,7 @@ The paper's full set (10,000 levels x 1,000 steps = 10M frames, ~15 GB, hours on
 """
 from __future__ import annotations
 
+import os
 import sys
 
 import numpy as np
@@ -27,6 +28,7 @@ from absl import app, flags
 from tqdm import tqdm
 
 from data_pipelines import builders, records
+from genie_jax import allocator
 
 # Procgen's 15 actions, as procgen.env.ProcgenGym3Env.get_combos lists them: the keys each
 # holds down. CoinRun reads LEFT, RIGHT and UP (jump) only, so several do the same thing.
@@ -53,13 +55,22 @@ def level_range(*, split: str, seed: int, num_levels: int) -> tuple[int, int]:
   return start, start + num_levels
 
 
+def procgen_env_class():
+  """procgen.ProcgenGym3Env, imported here (only the CoinRun commands need procgen), with its
+  library loaded so that it shares the process's allocator (genie_jax/allocator.py: gym3
+  opens it with RTLD_DEEPBIND, which under tcmalloc aborts in free())."""
+  import procgen  # pylint: disable=g-import-not-at-top
+  allocator.load_ahead_of_deepbind(os.path.join(os.path.dirname(procgen.__file__), "data", "prebuilt", "libenv.so"))
+  return procgen.ProcgenGym3Env
+
+
 def generate_episodes(*, split: str, episodes: int, max_steps: int, num_levels: int, seed: int,
                       num_envs: int = 4, progress: bool = True):
   """Yields `records.Episode`s of at most `max_steps` frames from `num_envs` parallel envs.
 
   The random policy is seeded, so the same arguments give the same episodes.
   """
-  from procgen import ProcgenGym3Env  # imported here: only this command needs procgen
+  ProcgenGym3Env = procgen_env_class()
 
   start_level, _ = level_range(split=split, seed=seed, num_levels=num_levels)
   num_envs = max(1, min(num_envs, episodes))
@@ -122,7 +133,7 @@ POLICIES = ("random", "expert")
 def build(*, data_dir: str, episodes: int, eval_episodes: int, max_steps: int, num_levels: int,
           seed: int = 0, splits=("train", "validation", "test"), chunk_size: int = 64,
           min_frames: int = 16, num_envs: int = 4, progress: bool = True, policy: str = "random",
-          skipped: list | None = None):
+          skipped: list | None = None, array_encoding: str = "bytes"):
   if policy not in POLICIES:
     raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
   counts = {"train": episodes, "validation": eval_episodes, "test": eval_episodes}
@@ -136,7 +147,7 @@ def build(*, data_dir: str, episodes: int, eval_episodes: int, max_steps: int, n
                                      progress=progress)
   return records.write_dataset(
       builders.Coinrun, data_dir=data_dir, resolution=(64, 64), chunk_size=chunk_size,
-      min_frames=min_frames, split_episodes={s: split_fn(s) for s in splits},
+      min_frames=min_frames, split_episodes={s: split_fn(s) for s in splits}, array_encoding=array_encoding,
       extra_metadata={"num_actions": NUM_PROCGEN_ACTIONS, "has_actions": True,
                       "source": f"procgen coinrun hard, {policy} policy", "policy": policy,
                       "level_ranges": {s: list(level_range(split=s, seed=seed, num_levels=num_levels))

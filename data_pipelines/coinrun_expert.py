@@ -42,7 +42,7 @@ _SEGMENT_PROBS = np.array([0.4, 0.3, 0.05, 0.1, 0.05, 0.1])
 
 def make_level_env(level: int):
   """A one-environment ProcgenGym3Env that plays CoinRun (hard) level `level` only."""
-  from procgen import ProcgenGym3Env  # imported here: only the CoinRun commands need procgen
+  ProcgenGym3Env = coinrun.procgen_env_class()  # pylint: disable=invalid-name
   if level < 0:
     raise ValueError(f"level must be >= 0, got {level}")
   return ProcgenGym3Env(num=1, env_name="coinrun", distribution_mode="hard", start_level=level,

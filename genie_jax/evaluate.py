@@ -17,6 +17,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from genie_jax import allocator
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config (file.py:variant).",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Phase-2 (lam_dynamics) workdir.")
@@ -34,6 +36,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
   del argv
+  allocator.relaunch_with_tcmalloc()  # before any work: XLA's per-step buffers (allocator.py)
   logging.set_verbosity(logging.WARNING)
   os.environ.setdefault("JAX_PLATFORMS", "cpu")
   out = _OUT.value or os.path.join(_WORKDIR.value, "eval")

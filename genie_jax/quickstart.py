@@ -25,6 +25,8 @@ import numpy as np
 
 from absl import app, flags, logging
 
+from genie_jax import allocator
+
 WORLDS = ("sprites", "coinrun")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/quickstart", "Where data, checkpoints and the summary go.")
 _WORLD = flags.DEFINE_enum("world", "sprites", WORLDS, "sprites: the recipe whose world obeys its "
@@ -78,6 +80,7 @@ def _build_data(world: str, data_dir: str, *, episodes: int, eval_clips: int):
 
 def main(argv):
   del argv
+  allocator.relaunch_with_tcmalloc()  # before any work: XLA's per-step buffers (allocator.py)
   logging.set_verbosity(logging.WARNING)
   os.environ.setdefault("JAX_PLATFORMS", "cpu")
   from genie_jax.train import trainer, validate

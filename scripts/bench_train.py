@@ -10,11 +10,16 @@ Shapes (experiments/coinrun.py), overridable by the flags above:
            (16 tokens + 1 action token per frame). The default, sized for this CPU.
   paper    the paper's CoinRun models (App. F) at its batch: B=48, tokenizer patch 4
            (16x16 = 256 tokens per frame), LAM patch 16, same widths and depths. For a GPU.
+  sprites  the sprite recipe's tokenizer and LAM + dynamics steps (experiments/sprites.py,
+           what the quickstart trains): d64, B=4 and 8, T=8. Parts tokenizer, lam_dynamics.
 
 Parts: tokenizer, lam, dynamics (each alone, on random frames or tokens) and
 lam_dynamics (the real phase-2 step: LAM + dynamics trained on the tokens of a frozen
 tokenizer). Each step is the real AdamW update (genie_jax.train.state's optimizer);
-tokenizer and lam_dynamics use the trainer's own step. Each is compiled once ahead of
+tokenizer and lam_dynamics use the trainer's own step. The header names the host's memory
+allocator: like the training commands, the script runs under tcmalloc where it is installed
+(genie_jax/allocator.py; GENIE_JAX_TCMALLOC=0 keeps glibc's malloc, and
+scripts/bench_allocator.py compares the two). Each is compiled once ahead of
 time, so its memory analysis is at hand. Prints the median step, frames/s, the model
 FLOP rate (genie_jax/flops.py, 3x the forward's matmuls and attention), MFU on a GPU
 whose peak is known (H100, H200, A100), and peak memory (genie_jax/benchmark.py).
@@ -33,8 +38,8 @@ import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from experiments import coinrun  # noqa: E402
-from genie_jax import benchmark, flops, params as param_counts, trace_summary  # noqa: E402
+from experiments import coinrun, sprites  # noqa: E402
+from genie_jax import allocator, benchmark, flops, params as param_counts, trace_summary  # noqa: E402
 from genie_jax.models import attention, build, dynamics as dynamics_lib, patching  # noqa: E402
 from genie_jax.train import losses, state as state_lib, step as step_lib  # noqa: E402
 
@@ -61,8 +66,13 @@ def dynamics_loss(model, batch, rng):
 def make_config(part: str, args):
   """The config of `part` at --shapes, with the flags' overrides."""
   phase = "tokenizer" if part == "tokenizer" else "dynamics"
-  config = coinrun.get_config(f"bench_{phase}" if args.shapes == "jasmine" else
-                              ("tokenizer" if phase == "tokenizer" else "lam_dynamics"))
+  if args.shapes == "sprites":
+    if part not in ("tokenizer", "lam_dynamics"):
+      raise SystemExit(f"--shapes sprites times the recipe's tokenizer and lam_dynamics steps, not {part!r}")
+    config = sprites.get_config("tokenizer" if part == "tokenizer" else "lam_dynamics")
+  else:
+    config = coinrun.get_config(f"bench_{phase}" if args.shapes == "jasmine" else
+                                ("tokenizer" if phase == "tokenizer" else "lam_dynamics"))
   config.dtype, config.attention, config.remat = args.dtype, args.attention, args.remat
   if args.batch:
     config.train.batch_size = args.batch
@@ -138,8 +148,8 @@ def make_runner(part: str, config, key):
 def main():
   ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   ap.add_argument("--steps", type=int, default=10)
-  ap.add_argument("--shapes", choices=("jasmine", "paper"), default="jasmine")
-  ap.add_argument("--parts", default="tokenizer,lam,dynamics")
+  ap.add_argument("--shapes", choices=("jasmine", "paper", "sprites"), default="jasmine")
+  ap.add_argument("--parts", default="", help="default: tokenizer,lam,dynamics (sprites: tokenizer,lam_dynamics)")
   ap.add_argument("--batch", type=int, default=0, help="clips per step (default: the shapes')")
   ap.add_argument("--frames", type=int, default=0, help="frames per clip T (default 16)")
   ap.add_argument("--patch", type=int, default=0, help="tokenizer patch, which sets the dynamics' token grid")
@@ -152,14 +162,16 @@ def main():
                   help="also time each step with config.scan_layers=False and print the speed-up")
   ap.add_argument("--profile", default="", help="trace 3 steps of each part into this folder and summarise them")
   args = ap.parse_args()
-  parts = args.parts.split(",")
+  allocator.relaunch_with_tcmalloc()  # as the training commands run
+  parts = (args.parts or ("tokenizer,lam_dynamics" if args.shapes == "sprites" else "tokenizer,lam,dynamics")).split(",")
   unknown = set(parts) - set(PARTS)
   if unknown:
     ap.error(f"unknown --parts {sorted(unknown)}; choose from {list(PARTS)}")
   key = jax.random.PRNGKey(0)
   device = jax.devices()[0]
   print(f"{device.device_kind} ({device.platform}), jax {jax.__version__}, attention "
-        f"{attention.describe(args.attention, device=device)}, shapes {args.shapes}, remat {args.remat}", flush=True)
+        f"{attention.describe(args.attention, device=device)}, shapes {args.shapes}, remat {args.remat}, "
+        f"host allocator {'tcmalloc' if allocator.tcmalloc_loaded() else 'glibc malloc'}", flush=True)
   results = []
   failed = []
   for part in parts:

@@ -1,4 +1,5 @@
-"""Forces 8 simulated CPU devices before JAX starts, and builds small datasets once."""
+"""Forces 8 simulated CPU devices before JAX starts, runs the suite under tcmalloc where it is
+installed, and builds small datasets once."""
 import atexit
 import os
 import shutil
@@ -8,17 +9,34 @@ os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
-# A compilation cache for this session only: many tests compile the same program again
-# (a resumed run, a second model of one config, the trainers they start in subprocesses),
-# which then loads instead of compiling; test_train.py took 263 s with it, 305 s without
-# (README). It starts empty, so no test sees a program compiled by an earlier session.
-if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
-  _cache = tempfile.mkdtemp(prefix="genie_jax_tests_xla_cache_")
-  atexit.register(shutil.rmtree, _cache, ignore_errors=True)
-  os.environ.update(JAX_COMPILATION_CACHE_DIR=_cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-                    JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
-
 import pytest  # noqa: E402
+
+
+def pytest_configure(config):
+  """Runs the suite under tcmalloc where it is installed, as the training commands run
+  (genie_jax/allocator.py): pytest starts again with the same arguments, before it has
+  collected a test, with its output capture lifted so the new process writes to the
+  terminal. Then the compilation cache."""
+  from genie_jax import allocator
+  capture = config.pluginmanager.getplugin("capturemanager")
+  if capture is not None:
+    capture.suspend_global_capture(in_=True)
+  allocator.relaunch_with_tcmalloc()  # returns only where it does not relaunch
+  if capture is not None:
+    capture.resume_global_capture()
+  # A compilation cache for this session only: many tests compile the same program again
+  # (a resumed run, a second model of one config, the trainers they start in subprocesses),
+  # which then loads instead of compiling; test_train.py took 263 s with it, 305 s without
+  # (README). It starts empty, so no test sees a program compiled by an earlier session.
+  if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    cache = tempfile.mkdtemp(prefix="genie_jax_tests_xla_cache_")
+    atexit.register(shutil.rmtree, cache, ignore_errors=True)
+    settings = dict(JAX_COMPILATION_CACHE_DIR=cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+                    JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+    os.environ.update(settings)  # for the trainers tests start in subprocesses
+    import jax  # imported above (genie_jax), so it read the environment before this
+    for name, value in settings.items():
+      jax.config.update(name.lower(), value if name.endswith("DIR") else int(value))
 
 
 @pytest.fixture(scope="session")

@@ -33,7 +33,7 @@ from ml_collections import config_flags
 from tqdm import tqdm
 
 from data_pipelines import coinrun, coinrun_expert
-from genie_jax import parallel
+from genie_jax import allocator, parallel
 from genie_jax.agents import behaviour_cloning, data as data_lib, evaluation
 from genie_jax.agents.mapping import fit_mapping
 from genie_jax.evals import action_metrics
@@ -165,6 +165,7 @@ def table(results: dict) -> str:
 
 def main(argv):
   del argv
+  allocator.relaunch_with_tcmalloc()  # before any work: XLA's per-step buffers (allocator.py)
   logging.set_verbosity(logging.WARNING)  # Orbax logs every restore at INFO
   f = flags.FLAGS
   for name, path in (("--data_dir", f.data_dir), ("--lam_workdir", f.lam_workdir)):

@@ -13,6 +13,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from genie_jax import allocator
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config (file.py:variant).",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, TensorBoard events, config.json.")
@@ -24,6 +26,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
   del argv
+  allocator.relaunch_with_tcmalloc()  # before any work: XLA's per-step buffers (allocator.py)
   logging.set_verbosity(logging.WARNING)  # Orbax logs every write at INFO
   from genie_jax import parallel
   parallel.maybe_initialize_distributed(_DISTRIBUTED.value)
