@@ -40,6 +40,7 @@ def base_config() -> ml_collections.ConfigDict:
       quantizer="vq", predict_delta=False, encoder_input="frames",
       encoder_context="clip",       # clip: the paper; transition: a_t from (x_t, x_t+1) alone
       encoder_shift=False,          # True: the encoder reads training clips randomly shifted
+      decoder_scroll="none",        # previous | current: the decoder is told the view's move (lam.py)
       soft_weight=0.0))             # > 0: the decoder also learns from the continuous latent
   c.dynamics = ml_collections.ConfigDict(dict(
       dim=512, num_blocks=6, num_heads=8, head_dim=0, action_conditioning="token",

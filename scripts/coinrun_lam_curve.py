@@ -8,8 +8,10 @@ and batch, no tokenizer and no dynamics model, so several times cheaper than pha
 random windows of the training split, and every `report_every` steps labels every
 held-out transition (validation split, unseen levels) with its codes and prints their
 best-mapping accuracy and NMI against the 15 real actions and against what they do in
-CoinRun (data_pipelines.coinrun.action_effects). The curve says whether more steps would
-help; scripts/coinrun_action_probe.py says how far the frames allow.
+CoinRun (data_pipelines.coinrun.action_effects), and against the view's scroll across the
+transition (genie_jax/models/view_shift.py: up / still / down and left / still / right), since
+the camera follows the player: which of the two the codes follow. The curve says whether
+more steps would help; scripts/coinrun_action_probe.py says how far the frames allow.
 """
 import time
 
@@ -20,6 +22,7 @@ from ml_collections import config_flags
 from data_pipelines import coinrun
 from genie_jax.agents import data as data_lib
 from genie_jax.evals import action_metrics
+from genie_jax.models import view_shift
 from genie_jax.train import lam_control
 
 _CONFIG = config_flags.DEFINE_config_file("config", "experiments/coinrun.py:cpu_lam_dynamics",
@@ -40,6 +43,16 @@ def main(argv):
   held_t = data_lib.transition_frames(held)
   real = data_lib.real_actions(held, held_t)
   groups = {"15 actions": (real, coinrun.NUM_PROCGEN_ACTIONS), **coinrun.action_effects(real)}
+  shift = np.concatenate([  # in blocks: a few hundred MB of spectra each
+      np.asarray(view_shift.frame_shift(held.frames[held_t[i:i + 1024]], held.frames[held_t[i:i + 1024] + 1]))
+      for i in range(0, len(held_t), 1024)])
+  views = {"scroll vertical": (view_shift.direction_labels(shift[:, 0]), 3),
+           "scroll horizontal": (view_shift.direction_labels(shift[:, 1]), 3)}
+  for view, (labels, count) in views.items():
+    print(f"{view} (share still {np.mean(labels == 1):.2f}) against the actions, NMI: " + ", ".join(
+        f"{name} {action_metrics.accuracy_and_nmi(labels, real_labels, count, real_count)[1]:.3f}"
+        for name, (real_labels, real_count) in groups.items()))
+  groups.update(views)
   # a clip may start anywhere its window fits inside one training episode
   starts = np.concatenate([np.arange(a, b - window + 1)
                            for a, b in zip(train.starts[:-1], train.starts[1:]) if b - a >= window])

@@ -71,8 +71,8 @@ def main():
       return model(video, shift_rng=shift_rng, soft=soft_weight > 0)
     patches = model._patches(video)  # pylint: disable=protected-access
     q = model._encode(patches)  # pylint: disable=protected-access
-    return LAMOutput(model.decode(patches, model.quantizer.lookup(true_actions)), q.indices, jnp.zeros(()),
-                     q.normalized)
+    return LAMOutput(model.decode(patches, model.quantizer.lookup(true_actions), model.scroll(video)), q.indices,
+                     jnp.zeros(()), q.normalized)
 
   def loss_fn(params, video, true_actions, shift_rng):
     out = forward(params, video, true_actions, shift_rng)

@@ -13,7 +13,7 @@ from flax import nnx
 
 from experiments import coinrun, platformers, sprites, tiny
 from genie_jax import params as param_counts
-from genie_jax.models import build, dynamics, layers, patching, quantizer
+from genie_jax.models import build, dynamics, layers, patching, quantizer, view_shift
 from genie_jax.models import attention
 from genie_jax.models import lam as lam_lib
 from genie_jax.models import st_transformer as st_transformer_lib
@@ -545,3 +545,58 @@ def test_take_rows_of_a_large_table_keeps_the_scatter_gradient():
   want = np.zeros(table.shape)
   np.add.at(want, np.asarray(ids), np.asarray(weights))
   np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+def test_frame_shift_reads_whole_and_fractional_moves_of_a_view():
+  """A view cut from a larger random image at two offsets: the shift between them is the
+  offset (a known value), whole pixels exactly; a half-pixel move (the mean of two
+  neighbouring crops) reads as half a pixel to within a tenth; labels by direction."""
+  rng = np.random.default_rng(0)
+  world = (rng.random((3, 96, 96, 3)) * 255).astype(np.uint8)
+  first = world[:, 16:80, 16:80]
+  moves = [(-2, 3), (0, 0), (5, -4)]
+  second = np.stack([world[i, 16 - dy:80 - dy, 16 - dx:80 - dx] for i, (dy, dx) in enumerate(moves)])
+  np.testing.assert_allclose(view_shift.frame_shift(first, second), np.array(moves, float), atol=0.02)
+  # any leading axes: [B, T, H, W, C] pairs
+  np.testing.assert_allclose(view_shift.frame_shift(first[None], second[None])[0], np.array(moves, float), atol=0.02)
+  half = (world[:1, 16:80, 15:79].astype(np.float64) + world[:1, 16:80, 16:80]) / 2  # content 0.5 px right
+  measured = view_shift.frame_shift(first[:1].astype(np.float64), half)[0]
+  assert abs(measured[0]) < 0.1 and abs(measured[1] - 0.5) < 0.1, measured
+  np.testing.assert_array_equal(view_shift.direction_labels(np.array([-1.0, -0.1, 0.0, 0.3, 2.0])), [0, 1, 1, 2, 2])
+  with pytest.raises(ValueError, match="one shape"):
+    view_shift.frame_shift(first, second[:, :32])
+
+
+def test_lam_decoder_scroll_tells_the_decoder_the_views_move_from_zero():
+  """decoder_scroll: "current" hands the decoder view_shift's move x_t -> x_t+1, "previous"
+  the move before it (none for the first transition); the layer starts at zero, so a fresh
+  model predicts as without it, and it learns (a gradient reaches it)."""
+  from genie_jax.train import losses
+  rng = np.random.default_rng(0)
+  world = (rng.random((2, 112, 112, 3)) * 255).astype(np.uint8)
+  offsets = [(0, 0), (2, 0), (5, -1), (7, -3)]  # the view's top-left in each frame
+  video = np.stack([np.stack([w[24 + r:88 + r, 24 + c:88 + c] for r, c in offsets]) for w in world])
+  moves = -np.diff(np.array(offsets, float), axis=0)  # content moves against the view
+  cfg = sprites.get_config("lam_dynamics")
+  plain = build.make_lam(cfg, nnx.Rngs(0))
+  models = {}
+  for mode in ("current", "previous"):
+    cfg.lam.decoder_scroll = mode
+    models[mode] = build.make_lam(cfg, nnx.Rngs(0))
+  np.testing.assert_allclose(models["current"].scroll(video), np.broadcast_to(moves, (2, 3, 2)), atol=0.05)
+  np.testing.assert_allclose(models["previous"].scroll(video)[:, 1:], models["current"].scroll(video)[:, :-1])
+  np.testing.assert_array_equal(models["previous"].scroll(video)[:, 0], 0.0)
+  assert plain.scroll(video) is None
+  frames = video.astype(np.float32) / 255.0
+  np.testing.assert_allclose(models["current"](frames).prediction, plain(frames).prediction, atol=1e-6)
+
+  lam = models["current"]
+  lam.patch_out.kernel[...] = 0.05 * jax.random.normal(jax.random.key(1), lam.patch_out.kernel[...].shape)
+  graphdef, params = nnx.split(lam, nnx.Param)
+  grads = jax.grad(lambda p: losses.lam_loss(nnx.merge(graphdef, p)(jnp.asarray(frames)), jnp.asarray(frames))[0])(params)
+  assert float(jnp.abs(grads["scroll_in"]["kernel"][...]).sum()) > 0
+  with pytest.raises(ValueError, match="scroll=lam.scroll"):
+    lam.decode(lam._patches(frames), jnp.zeros((2, 3, lam.quantizer.code_dim)))  # pylint: disable=protected-access
+  cfg.lam.decoder_scroll = "later"
+  with pytest.raises(ValueError, match="decoder_scroll"):
+    build.make_lam(cfg, nnx.Rngs(0))

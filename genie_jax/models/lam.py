@@ -36,6 +36,15 @@ the direction spread around each ring by position. Shifted at random, where the 
 happened says nothing about the clip the decoder predicts; only what happened does.
 Inference (`infer_actions`) reads the clip unshifted.
 
+`decoder_scroll` (not in the paper; off by default): the decoder is also told how far the
+whole view moved (models/view_shift.py, phase correlation, no gradient), added to every
+token of frame t like the action: "previous", the move from x_t-1 to x_t (the past only,
+what momentum carries on); "current", the move from x_t to x_t+1 itself. In CoinRun the
+camera follows the player, and a LAM's 6 codes followed the view's vertical scroll (NMI
+0.067) more than the actions (0.019), so told the scroll, they might not spend themselves
+on it. Measured, they did (README, "CPU reference run"): neither setting moved their NMI
+with the actions, and with "current" they followed the vertical scroll more (0.085).
+
 `soft=True` in training (`lam.soft_weight` > 0 in the config; on in experiments/sprites.py,
 not in the paper): the decoder runs twice, once on the quantized action (as the paper) and
 once on the quantizer's continuous counterpart of it (`latents`: the categorical's
@@ -53,7 +62,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from genie_jax.models import patching
+from genie_jax.models import patching, view_shift
 from genie_jax.models.layers import Dense, PositionalEmbedding, param
 from genie_jax.models.quantizer import make_quantizer
 from genie_jax.models.st_transformer import STTransformer
@@ -61,6 +70,7 @@ from genie_jax.models.st_transformer import STTransformer
 
 ENCODER_INPUTS = ("frames", "frames_and_change", "change")
 ENCODER_CONTEXTS = ("clip", "transition")
+DECODER_SCROLLS = ("none", "previous", "current")
 
 
 class LAMOutput(NamedTuple):
@@ -84,8 +94,12 @@ class LatentActionModel(nnx.Module):
                latent_dim: int, rngs: nnx.Rngs, quantizer: str = "vq", predict_delta: bool = False,
                encoder_input: str = "frames", encoder_context: str = "clip",
                dtype=jnp.float32, param_dtype=jnp.float32, remat: str = "none",
-               scan_layers: bool = True, attention: str = "auto", encoder_shift: bool = False):
+               scan_layers: bool = True, attention: str = "auto", encoder_shift: bool = False,
+               decoder_scroll: str = "none"):
     self.encoder_shift = encoder_shift
+    if decoder_scroll not in DECODER_SCROLLS:
+      raise ValueError(f"unknown LAM decoder_scroll {decoder_scroll!r}; choose from {DECODER_SCROLLS}")
+    self.decoder_scroll = decoder_scroll
     self.height, self.width, self.patch = height, width, patch
     grid = patching.token_grid(height, width, patch)
     tokens = grid[0] * grid[1]
@@ -109,6 +123,9 @@ class LatentActionModel(nnx.Module):
     latent_dim = self.quantizer.code_dim
     self.to_latent = Dense(dim, latent_dim, names=("embed", "latent"), dtype=dtype, **kw)
     self.action_in = Dense(latent_dim, dim, names=("latent", "embed"), dtype=dtype, **kw)
+    # (rows, columns) of the view's move; from zero, so the decoder starts as without it
+    self.scroll_in = (Dense(2, dim, names=(None, "embed"), dtype=dtype, zero_init=True, **kw)
+                      if decoder_scroll != "none" else None)
     self.dec_patch = Dense(pixels, dim, names=("patch", "embed"), dtype=dtype, **kw)
     self.dec_pos = PositionalEmbedding(max_frames, tokens, dim, **kw)
     self.decoder = STTransformer(dim=dim, num_layers=dec_layers, num_heads=num_heads, dtype=dtype,
@@ -157,10 +174,26 @@ class LatentActionModel(nnx.Module):
     # slot output at frame t+1 (sees x_<=t+1) -> a_t
     return self.to_latent(x[:, 1:, -1])
 
-  def decode(self, patches: jax.Array, codes: jax.Array) -> jax.Array:
-    """patches of x_1..x_T [B, T, S, P], actions [B, T-1, C] -> predicted x_2..x_T [B, T-1, H, W, 3]."""
+  def scroll(self, video: jax.Array) -> jax.Array | None:
+    """video [B, T, H, W, 3] -> float32 [B, T-1, 2]: what `decoder_scroll` tells the decoder
+    for each transition (None when off)."""
+    if self.decoder_scroll == "none":
+      return None
+    moves = jax.lax.stop_gradient(view_shift.frame_shift(video[:, :-1], video[:, 1:]))  # x_t -> x_t+1
+    if self.decoder_scroll == "previous":  # x_t-1 -> x_t; none before the clip's first frame
+      moves = jnp.concatenate([jnp.zeros_like(moves[:, :1]), moves[:, :-1]], axis=1)
+    return moves
+
+  def decode(self, patches: jax.Array, codes: jax.Array, scroll: jax.Array | None = None) -> jax.Array:
+    """patches of x_1..x_T [B, T, S, P], actions [B, T-1, C] (and, with `decoder_scroll`, the
+    view's moves [B, T-1, 2], `scroll`) -> predicted x_2..x_T [B, T-1, H, W, 3]."""
     x = self.dec_pos(self.dec_patch(patches[:, :-1]))
     x = x + self.action_in(codes.astype(self.dtype))[:, :, None, :]
+    if self.scroll_in is not None:
+      if scroll is None:
+        raise ValueError(f"this LAM's decoder reads the view's scroll (decoder_scroll={self.decoder_scroll!r}): "
+                         "pass scroll=lam.scroll(video)")
+      x = x + self.scroll_in(scroll)[:, :, None, :]
     pixels = self.patch_out(self.decoder(x)).astype(jnp.float32)
     if self.predict_delta:
       pixels = pixels + patches[:, :-1]
@@ -175,8 +208,9 @@ class LatentActionModel(nnx.Module):
       q = self._encode(self._patches(random_shift(video, shift_rng)))
     else:
       q = self._encode(patches)
-    soft_prediction = self.decode(patches, q.normalized) if soft else None
-    return LAMOutput(self.decode(patches, q.quantized), q.indices, q.loss, q.normalized, soft_prediction)
+    scroll = self.scroll(video)
+    soft_prediction = self.decode(patches, q.normalized, scroll) if soft else None
+    return LAMOutput(self.decode(patches, q.quantized, scroll), q.indices, q.loss, q.normalized, soft_prediction)
 
   def infer_actions(self, video: jax.Array) -> jax.Array:
     """video [B, T, H, W, 3] -> int32 [B, T-1]: a_t for each transition x_t -> x_t+1."""
