@@ -15,15 +15,11 @@ import pytest  # noqa: E402
 def pytest_configure(config):
   """Runs the suite under tcmalloc where it is installed, as the training commands run
   (genie_jax/allocator.py): pytest starts again with the same arguments, before it has
-  collected a test, with its output capture lifted so the new process writes to the
-  terminal. Then the compilation cache."""
+  collected a test. Then the compilation cache."""
+  del config  # pytest has lifted its capture of fds 1 and 2 by now, so the new process
+  # writes to the terminal
   from genie_jax import allocator
-  capture = config.pluginmanager.getplugin("capturemanager")
-  if capture is not None:
-    capture.suspend_global_capture(in_=True)
   allocator.relaunch_with_tcmalloc()  # returns only where it does not relaunch
-  if capture is not None:
-    capture.resume_global_capture()
   # A compilation cache for this session only: many tests compile the same program again
   # (a resumed run, a second model of one config, the trainers they start in subprocesses),
   # which then loads instead of compiling; test_train.py took 263 s with it, 305 s without
