@@ -2,14 +2,13 @@
 
 On CPU, XLA allocates a step's large temporary buffers afresh on every step. glibc's malloc
 hands allocations above 32 MiB to mmap and gives them back to the kernel when they are
-freed, so the next step takes a page fault for every 4 KiB of them again: on a 2-core
-machine, 42,000 faults and about 90 ms of kernel time per step of the sprite tokenizer
-(`/usr/bin/time` on the step alone, README "Quickstart"). tcmalloc keeps freed memory for
-reuse. Measured back to back on the same machine, the sprite recipe's tokenizer step took
-115 ms under tcmalloc against 140 ms under glibc, and its LAM + dynamics step 271 ms
-against 419 ms. glibc's own knobs (no mmap, one arena, no trimming; `mallopt`) remove the
-faults too, but the one arena makes the threads queue for it: the LAM + dynamics step
-took 498 ms.
+freed, so the next step takes a page fault for every 4 KiB of them again: one sprite
+quickstart on a 2-core machine took 328 million page faults and 782 s of kernel time.
+tcmalloc keeps freed memory for reuse: the sprite recipe's steps run 1.46x (tokenizer)
+and 1.61x (LAM + dynamics) faster under it (scripts/bench_allocator.py; README "The
+host's memory allocator"). glibc's own knobs (no mmap, one arena, no trimming; `mallopt`)
+remove the faults too, but in one arena the threads queue for its lock, and a one-off
+check found the LAM + dynamics step slower than under plain glibc.
 
 A native library that is opened with RTLD_DEEPBIND (gym3 opens Procgen's that way) binds
 its malloc to glibc's, not to the preloaded tcmalloc, so memory crosses the two allocators

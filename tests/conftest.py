@@ -27,12 +27,14 @@ def pytest_configure(config):
   if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     cache = tempfile.mkdtemp(prefix="genie_jax_tests_xla_cache_")
     atexit.register(shutil.rmtree, cache, ignore_errors=True)
-    settings = dict(JAX_COMPILATION_CACHE_DIR=cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-                    JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
-    os.environ.update(settings)  # for the trainers tests start in subprocesses
-    import jax  # imported above (genie_jax), so it read the environment before this
-    for name, value in settings.items():
-      jax.config.update(name.lower(), value if name.endswith("DIR") else int(value))
+    # the environment for the trainers tests start in subprocesses; jax.config for this
+    # process, whose jax (imported with genie_jax above) has already read the environment
+    os.environ.update(JAX_COMPILATION_CACHE_DIR=cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+                      JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+    import jax
+    jax.config.update("jax_compilation_cache_dir", cache)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,7 @@
 """How far the whole view moved between two frames (global image shift), by phase correlation.
 
 In CoinRun the camera follows the player, so most of what changes between frames is the view
-scrolling, mostly up and down as the player jumps and falls. The LAM can be told this
+scrolling, up and down as the player jumps and falls and sideways as it runs. The LAM can be told this
 scroll (`lam.decoder_scroll`, lam.py), so that its few codes need not spend themselves on
 it, and scripts/coinrun_lam_curve.py scores the codes against it as well as against the
 real actions, to see which of the two they follow (README, "CPU reference run").
