@@ -30,7 +30,7 @@ CORE = [
     "importlib_resources>=6.0",
 ]
 EXTRAS = {
-    "dev": ["pytest>=8.0", "scikit-image>=0.24", "scipy>=1.11", "nbclient>=0.10", "nbformat>=5.10",
+    "dev": ["pytest>=8.0", "pytest-xdist>=3.5", "scikit-image>=0.24", "scipy>=1.11", "nbclient>=0.10", "nbformat>=5.10",
             "ipykernel>=6.29"],
     # procgen-mirror itself is installed by genie_jax.install_procgen (see above);
     # these are its real runtime needs.

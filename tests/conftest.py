@@ -37,6 +37,25 @@ def pytest_configure(config):
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
+# The tests that take minutes, longest first (README "Set-up"). The README's command runs
+# the suite on two workers (`-n 2 --dist loadgroup`: each test its own unit of work, handed
+# out in this order as a worker frees up), so the two guards start at once, one on each
+# worker, and the many short tests fill in behind them; in file order a worker would reach
+# the guards last, one after the other, while the other sat idle.
+_SLOWEST_FIRST = ("test_world_control.py::test_lam_recovers_the_true_actions",
+                  "test_world_control.py::test_dynamics_trained_on_true_actions",
+                  "test_multiprocess.py::", "test_chaos.py::", "test_agents.py::")
+
+
+def pytest_collection_modifyitems(config, items):
+  del config
+
+  def rank(item):
+    return next((i for i, prefix in enumerate(_SLOWEST_FIRST) if prefix in item.nodeid), len(_SLOWEST_FIRST))
+
+  items.sort(key=rank)  # stable: the rest keep their order
+
+
 @pytest.fixture(scope="session")
 def sprites_dir(tmp_path_factory):
   """A small sprites dataset (train 12 episodes x 40 frames)."""
