@@ -24,6 +24,8 @@ from jax.profiler import ProfileData
 FAMILIES = (
     ("attention (cuDNN/flash)", ("flash", "fmha", "sdpa")),
     ("matmul", ("gemm", "xmma", "cutlass", "matmul", "dot", "wgmma", "cublas", "nvjet")),
+    # XLA:CPU hands matmuls (and some reductions fused with them) to XNNPACK as "ynn_fusion"s
+    ("XNNPACK fusion (CPU matmuls)", ("ynn_fusion",)),
     ("scatter / gather", ("scatter", "gather")),
     ("reduction", ("reduce", "argmin", "argmax", "topk", "sort")),
     ("copy / layout", ("copy", "transpose", "memcpy", "memset", "dynamic-update-slice", "dynamic_update_slice",

@@ -23,7 +23,8 @@ scripts/bench_allocator.py compares the two). Each is compiled once ahead of
 time, so its memory analysis is at hand. Prints the median step, frames/s, the model
 FLOP rate (genie_jax/flops.py, 3x the forward's matmuls and attention), MFU on a GPU
 whose peak is known (H100, H200, A100), and peak memory (genie_jax/benchmark.py).
-`--compare_unrolled` also times each step with scan_layers=False, in the same run.
+Each part runs its config's layers (scan_layers; the sprite recipe's phase 2 unrolls them);
+`--compare_unrolled` times each step scanned and then with scan_layers=False, in the same run.
 `--profile DIR` traces 3 more steps of each part into DIR/<part> and prints where the device
 time went, by kernel family and for the longest kernels (genie_jax/trace_summary.py).
 """
@@ -176,6 +177,8 @@ def main():
   failed = []
   for part in parts:
     config = make_config(part, args)
+    if args.compare_unrolled:  # the first timing scanned, whatever the config chose
+      config.scan_layers = True
     try:
       run, compiled = make_runner(part, config, key)
       seconds = benchmark.median_seconds(run, args.steps)
@@ -194,7 +197,8 @@ def main():
               "model_flops_per_step": step_flops, "device": device.device_kind,
               "compiled_gib": (benchmark.compiled_bytes(compiled) or 0) / benchmark.GIB}
     print(f"{part:12s} {b * t / seconds:8.1f} frames/s  ({seconds * 1000:8.1f} ms/step, B={b} T={t}, "
-          f"{args.dtype}, {benchmark.rate_text(step_flops, seconds, args.dtype, device)}; "
+          f"{args.dtype}, layers {'scanned' if config.scan_layers else 'unrolled'}, "
+          f"{benchmark.rate_text(step_flops, seconds, args.dtype, device)}; "
           f"{benchmark.peak_memory(compiled, device)})", flush=True)
     if args.profile:
       trace_dir = os.path.join(args.profile, part)

@@ -65,5 +65,6 @@ def test_trace_summary_reads_a_real_trace_and_sorts_its_kernels(tmp_path):
   assert trace_summary.family("nvjet_sm90_tst_128x128_64x6_2x1_v_bz_TNT") == "matmul"
   assert trace_summary.family("input_scatter_fusion") == "scatter / gather"
   assert trace_summary.family("loop_add_fusion") == "elementwise fusion"
+  assert trace_summary.family("ynn_fusion.168") == "XNNPACK fusion (CPU matmuls)"  # not an elementwise one
   with pytest.raises(FileNotFoundError, match="no \\*.xplane.pb"):
     trace_summary.latest_trace(str(tmp_path / "empty"))
