@@ -41,6 +41,8 @@ def base_config() -> ml_collections.ConfigDict:
       encoder_context="clip",       # clip: the paper; transition: a_t from (x_t, x_t+1) alone
       encoder_shift=False,          # True: the encoder reads training clips randomly shifted
       decoder_scroll="none",        # previous | current: the decoder is told the view's move (lam.py)
+      focus_weight=0.0,             # > 0: the error's pixels in the centre box weigh 1 + w (losses.py)
+      focus_size=16,                # that box's side, in pixels (where CoinRun keeps its player)
       soft_weight=0.0))             # > 0: the decoder also learns from the continuous latent
   c.dynamics = ml_collections.ConfigDict(dict(
       dim=512, num_blocks=6, num_heads=8, head_dim=0, action_conditioning="token",

@@ -12,9 +12,18 @@ CoinRun (data_pipelines.coinrun.action_effects), and against the view's scroll a
 transition (genie_jax/models/view_shift.py: up / still / down and left / still / right), since
 the camera follows the player: which of the two the codes follow. The curve says whether
 more steps would help; scripts/coinrun_action_probe.py says how far the frames allow.
+
+Each report also gives the LAM's prediction error on 512 held-out windows (MSE of x_t+1,
+against copying x_t, the first line). `--oracle` is the control for that error: the
+decoder is trained on the codes of the real actions (horizontal direction x jump, the
+config's 6 codes) instead of the encoder's, so its error says what the true actions are
+worth to the LAM's objective, and whether the learned codes meet it better with something
+else (its NMI columns score an encoder it does not train: ignore them).
 """
 import time
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -22,7 +31,7 @@ from ml_collections import config_flags
 from data_pipelines import coinrun
 from genie_jax.agents import data as data_lib
 from genie_jax.evals import action_metrics
-from genie_jax.models import view_shift
+from genie_jax.models import patching, view_shift
 from genie_jax.train import lam_control
 
 _CONFIG = config_flags.DEFINE_config_file("config", "experiments/coinrun.py:cpu_lam_dynamics",
@@ -31,6 +40,25 @@ _DATA_DIR = flags.DEFINE_string("data_dir", None, "A CoinRun dataset with its re
 _STEPS = flags.DEFINE_integer("steps", 2000, "LAM training steps.")
 _EVERY = flags.DEFINE_integer("report_every", 250, "Score the codes every this many steps.")
 _SEED = flags.DEFINE_integer("seed", 0, "Initialisation and batch order.")
+_ORACLE = flags.DEFINE_bool("oracle", False, "Train the decoder on the real actions' codes (horizontal x "
+                            "jump), not the encoder's: what the true actions are worth to the objective.")
+HELD_OUT_WINDOWS = 512
+
+
+def window_starts(episodes, window: int) -> np.ndarray:
+  """Every frame index at which a clip of `window` frames fits inside one episode."""
+  return np.concatenate([np.arange(a, b - window + 1) for a, b in zip(episodes.starts[:-1], episodes.starts[1:])
+                         if b - a >= window])
+
+
+@jax.jit
+def _errors(lam, video, actions):
+  """-> (squared error of the LAM's own prediction, of its prediction from `actions`' codes),
+  each summed over the batch's pixels."""
+  video = patching.to_unit_float(video)
+  target = video[:, 1:]
+  return (jnp.sum(jnp.square(lam(video).prediction - target)),
+          jnp.sum(jnp.square(lam.predict_with(video, actions) - target)))
 
 
 def main(argv):
@@ -54,16 +82,40 @@ def main(argv):
         for name, (real_labels, real_count) in groups.items()))
   groups.update(views)
   # a clip may start anywhere its window fits inside one training episode
-  starts = np.concatenate([np.arange(a, b - window + 1)
-                           for a, b in zip(train.starts[:-1], train.starts[1:]) if b - a >= window])
+  starts = window_starts(train, window)
   offsets = np.arange(window)
+  pushes = lambda episodes, index: coinrun.action_effects(  # noqa: E731
+      data_lib.real_actions(episodes, index))["horizontal x jump"][0]
+  if _ORACLE.value and config.lam.num_actions != 6:
+    raise app.UsageError(f"--oracle feeds the LAM the 6 labels of horizontal direction x jump; the config "
+                         f"has lam.num_actions={config.lam.num_actions}")
 
   def sample_clips(rng, batch_size):
-    return train.frames[rng.choice(starts, size=batch_size)[:, None] + offsets[None, :]]
+    index = rng.choice(starts, size=batch_size)[:, None] + offsets[None, :]
+    if _ORACLE.value:  # a_t is the action taken after frame t
+      return train.frames[index], pushes(train, index[:, :-1])
+    return train.frames[index]
+
+  held_starts = window_starts(held, window)
+  held_index = held_starts[np.linspace(0, len(held_starts) - 1, HELD_OUT_WINDOWS).astype(int)][:, None] + offsets
+  held_clips, held_pushes = held.frames[held_index], pushes(held, held_index[:, :-1])
+  target_values = held_clips[:, 1:].size
+
+  def held_out_errors(lam):
+    sums = np.zeros(2)
+    for i in range(0, HELD_OUT_WINDOWS, 64):
+      sums += np.asarray(jax.device_get(_errors(lam, jnp.asarray(held_clips[i:i + 64]),
+                                                jnp.asarray(held_pushes[i:i + 64], jnp.int32))))
+    return sums / target_values
 
   print(f"LAM of {_CONFIG.value.lam.num_actions} codes on {len(starts)} training windows; scored on "
         f"{len(held_t)} held-out transitions")
-  print(f"{'step':>6s} {'used':>4s} " + " ".join(f"{name + ' acc / NMI':>27s}" for name in groups) + "  seconds")
+  unit = held_clips.astype(np.float32) / 255.0
+  print(f"held-out prediction error (MSE of x_t+1 on {HELD_OUT_WINDOWS} windows): copying x_t "
+        f"{np.mean(np.square(unit[:, 1:] - unit[:, :-1])):.5f}" +
+        ("; below, the decoder fed the real actions' codes (--oracle)" if _ORACLE.value else ""))
+  print(f"{'step':>6s} {'used':>4s} " + " ".join(f"{name + ' acc / NMI':>27s}" for name in groups) +
+        f" {'held-out MSE':>12s}  seconds")
   start = time.time()
 
   def report(step, lam):
@@ -71,11 +123,12 @@ def main(argv):
     cells = ["%.3f / %.3f" % action_metrics.accuracy_and_nmi(codes, labels, lam.num_actions, count)
              for labels, count in groups.values()]
     used = int(np.sum(np.bincount(codes, minlength=lam.num_actions) > 0))
-    print(f"{step:6d} {used:4d} " + " ".join(f"{c:>27s}" for c in cells) + f"  {time.time() - start:7.0f}",
-          flush=True)
+    own, given = held_out_errors(lam)
+    print(f"{step:6d} {used:4d} " + " ".join(f"{c:>27s}" for c in cells) +
+          f" {given if _ORACLE.value else own:12.5f}  {time.time() - start:7.0f}", flush=True)
 
   lam_control.train_lam(config, steps=_STEPS.value, batch_size=config.train.batch_size, seed=_SEED.value,
-                        sample_clips=sample_clips, report=report, report_every=_EVERY.value)
+                        sample_clips=sample_clips, report=report, report_every=_EVERY.value, oracle=_ORACLE.value)
 
 
 if __name__ == "__main__":

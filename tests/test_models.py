@@ -567,6 +567,23 @@ def test_frame_shift_reads_whole_and_fractional_moves_of_a_view():
     view_shift.frame_shift(first, second[:, :32])
 
 
+def test_shift_frames_moves_content_as_frame_shift_reads_it():
+  """A whole-pixel shift is np.roll, a fractional one moves each wave of a picture by as much
+  (known values)."""
+  rng = np.random.default_rng(2)
+  frames = rng.random((2, 3, 16, 20, 3)).astype(np.float32)
+  whole = np.broadcast_to(np.array([3.0, -5.0], np.float32), (2, 3, 2))
+  np.testing.assert_allclose(view_shift.shift_frames(jnp.asarray(frames), jnp.asarray(whole)),
+                             np.roll(frames, (3, -5), axis=(2, 3)), atol=1e-5)
+  # a fractional move of a sum of whole-period waves is each wave's phase moved: exact
+  yy, xx = np.mgrid[:32, :32].astype(np.float32)
+  wave = lambda dy, dx: np.cos(2 * np.pi * 2 * (yy - dy) / 32) + np.sin(2 * np.pi * 3 * (xx - dx) / 32)  # noqa: E731
+  moved = view_shift.shift_frames(jnp.asarray(wave(0, 0)[..., None]), jnp.asarray([0.4, -1.3]))
+  np.testing.assert_allclose(moved[..., 0], wave(0.4, -1.3), atol=1e-4)
+  with pytest.raises(ValueError, match="shift_frames"):
+    view_shift.shift_frames(jnp.asarray(frames), jnp.zeros((2, 2)))
+
+
 def test_lam_decoder_scroll_tells_the_decoder_the_views_move_from_zero():
   """decoder_scroll: "current" hands the decoder view_shift's move x_t -> x_t+1, "previous"
   the move before it (none for the first transition); the layer starts at zero, so a fresh
@@ -589,6 +606,15 @@ def test_lam_decoder_scroll_tells_the_decoder_the_views_move_from_zero():
   assert plain.scroll(video) is None
   frames = video.astype(np.float32) / 255.0
   np.testing.assert_allclose(models["current"](frames).prediction, plain(frames).prediction, atol=1e-6)
+  # "warp": a fresh model (its change and the scroll's layer start at zero) predicts x_t moved
+  # by the view's move, which matches x_t+1 away from the edges that wrap, where x_t does not
+  cfg.lam.decoder_scroll = "warp"
+  warp = build.make_lam(cfg, nnx.Rngs(0))
+  np.testing.assert_allclose(warp.scroll(video), models["current"].scroll(video))
+  inner = (slice(None), slice(None), slice(8, 56), slice(8, 56))
+  warped_error = np.abs(np.asarray(warp(frames).prediction) - frames[:, 1:])[inner].mean()
+  still_error = np.abs(np.asarray(plain(frames).prediction) - frames[:, 1:])[inner].mean()
+  assert warped_error < 0.02 < 0.2 < still_error, (warped_error, still_error)
 
   lam = models["current"]
   lam.patch_out.kernel[...] = 0.05 * jax.random.normal(jax.random.key(1), lam.patch_out.kernel[...].shape)

@@ -199,6 +199,34 @@ def test_change_weighted_reconstruction_loss_against_numpy():
   np.testing.assert_allclose(float(plain), np.mean((recon - video) ** 2), rtol=1e-5)
 
 
+def test_centre_focused_reconstruction_loss_against_numpy_and_refuses_a_bad_box():
+  """lam.focus_weight: the focus_size x focus_size pixels at the centre weigh 1 + w, on top of
+  change_weight's; the LAM's loss uses it and still reports the plain MSE."""
+  rng = np.random.default_rng(1)
+  video = rng.uniform(0, 1, (2, 3, 8, 10, 3)).astype(np.float32)
+  recon = (video + rng.normal(0, 0.1, video.shape)).astype(np.float32)
+  squared = np.mean((recon - video) ** 2, axis=-1)
+  box = np.zeros((8, 10), bool)
+  box[2:6, 3:7] = True  # a 4 x 4 box: rows (8 - 4) // 2 = 2.., columns (10 - 4) // 2 = 3..
+  np.testing.assert_array_equal(np.asarray(losses.centre_box(8, 10, 4)), box)
+  moving = np.asarray(losses.moving_pixels(jnp.asarray(video)))
+  weight = 1 + 5.0 * moving + 7.0 * box
+  want = np.sum(weight * squared) / np.sum(weight)
+  got = losses.reconstruction_loss(jnp.asarray(recon), jnp.asarray(video), change_weight=5.0,
+                                   focus_weight=7.0, focus_size=4)
+  np.testing.assert_allclose(float(got), want, rtol=1e-5)
+  with pytest.raises(ValueError, match="focus_size 12"):
+    losses.reconstruction_loss(jnp.asarray(recon), jnp.asarray(video), focus_weight=1.0, focus_size=12)
+
+  class Out:  # what a LAM returns, as far as lam_loss reads it
+    prediction, soft_prediction, vq_loss = jnp.asarray(recon[:, 1:]), None, jnp.zeros(())
+  total, mse, _ = losses.lam_loss(Out, jnp.asarray(video), focus_weight=7.0, focus_size=4)
+  target_squared = squared[:, 1:]
+  focus = 1 + 7.0 * np.broadcast_to(box, target_squared.shape)
+  np.testing.assert_allclose(float(total), np.sum(focus * target_squared) / np.sum(focus), rtol=1e-5)
+  np.testing.assert_allclose(float(mse), np.mean(target_squared), rtol=1e-5)
+
+
 def test_the_fsq_digit_loss_is_the_joint_loss():
   """Training takes the fsq_digits head's cross-entropy channel by channel; it must equal
   the cross-entropy and accuracy of the joint log-probabilities the sampler uses."""

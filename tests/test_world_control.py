@@ -101,3 +101,27 @@ def test_train_lam_reads_the_clips_it_is_given_and_reports_its_curve():
   assert reported == [(2, config.lam.num_actions), (3, config.lam.num_actions)]
   codes = lam_control.infer_actions(lam, clips.frames[:4])
   assert codes.shape == (4, config.data.window - 1)
+
+
+def test_the_oracle_lam_trains_its_decoder_on_the_given_actions_alone():
+  """train_lam(oracle=True), the control of scripts/coinrun_lam_curve.py --oracle: the decoder
+  learns from the given actions' codes, so the encoder, which it never reads, keeps its
+  initial weights while the decoder's move; and predict_with fed the LAM's own codes is the
+  LAM's own prediction (two paths that must agree)."""
+  import jax.numpy as jnp
+  import pytest
+  from flax import nnx
+  from genie_jax.models import build
+  config = sprites.get_config("lam_dynamics")
+  config.lam.update(dim=32, enc_blocks=1, dec_blocks=1, num_heads=2)
+  clips = lam_control.sprite_clips(0, 8, config.data.window)
+  sample = lambda rng, b: (clips.frames[:b], clips.actions[:b])  # noqa: E731
+  lam = lam_control.train_lam(config, steps=2, batch_size=2, sample_clips=sample, oracle=True)
+  fresh = build.make_lam(config, nnx.Rngs(0))  # train_lam's initialisation (seed 0)
+  trained, initial = nnx.state(lam, nnx.Param), nnx.state(fresh, nnx.Param)
+  np.testing.assert_array_equal(trained["to_latent"]["kernel"][...], initial["to_latent"]["kernel"][...])
+  assert not np.array_equal(trained["patch_out"]["kernel"][...], initial["patch_out"]["kernel"][...])
+  video = jnp.asarray(clips.frames[:2], jnp.float32) / 255.0
+  np.testing.assert_allclose(lam.predict_with(video, lam.infer_actions(video)), lam(video).prediction, atol=1e-5)
+  with pytest.raises(ValueError, match="sample_clips"):
+    lam_control.train_lam(config, steps=1, oracle=True)

@@ -43,7 +43,13 @@ what momentum carries on); "current", the move from x_t to x_t+1 itself. In Coin
 camera follows the player, and a LAM's 6 codes followed the view's vertical scroll (NMI
 0.067) more than the actions (0.019), so told the scroll, they might not spend themselves
 on it. Measured, they did (README, "CPU reference run"): neither setting moved their NMI
-with the actions, and with "current" they followed the vertical scroll more (0.085).
+with the actions, and with "current" they followed the vertical scroll more (0.085): a
+2-number input added to every token does not let a small decoder move the picture. "warp"
+moves it for the decoder: it reads x_t shifted by the move x_t -> x_t+1 (view_shift.shift_frames;
+with predict_delta its change is added to that shifted frame), and is told the move as with
+"current", since the player, whom the camera keeps at the centre, has moved with the picture.
+Measured (README, "CPU reference run"): no gain either; the codes still follow the vertical
+scroll (NMI 0.072) and not the keys (0.015).
 
 `soft=True` in training (`lam.soft_weight` > 0 in the config; on in experiments/sprites.py,
 not in the paper): the decoder runs twice, once on the quantized action (as the paper) and
@@ -70,7 +76,7 @@ from genie_jax.models.st_transformer import STTransformer
 
 ENCODER_INPUTS = ("frames", "frames_and_change", "change")
 ENCODER_CONTEXTS = ("clip", "transition")
-DECODER_SCROLLS = ("none", "previous", "current")
+DECODER_SCROLLS = ("none", "previous", "current", "warp")
 
 
 class LAMOutput(NamedTuple):
@@ -187,6 +193,10 @@ class LatentActionModel(nnx.Module):
   def decode(self, patches: jax.Array, codes: jax.Array, scroll: jax.Array | None = None) -> jax.Array:
     """patches of x_1..x_T [B, T, S, P], actions [B, T-1, C] (and, with `decoder_scroll`, the
     view's moves [B, T-1, 2], `scroll`) -> predicted x_2..x_T [B, T-1, H, W, 3]."""
+    if self.decoder_scroll == "warp" and scroll is not None:  # x_t moved as the view moves to x_t+1
+      frames = patching.unpatchify(patches[:, :-1], patch=self.patch, height=self.height, width=self.width)
+      moved = patching.patchify(view_shift.shift_frames(frames, scroll), self.patch)
+      patches = jnp.concatenate([moved, patches[:, -1:]], axis=1)
     x = self.dec_pos(self.dec_patch(patches[:, :-1]))
     x = x + self.action_in(codes.astype(self.dtype))[:, :, None, :]
     if self.scroll_in is not None:
@@ -211,6 +221,15 @@ class LatentActionModel(nnx.Module):
     scroll = self.scroll(video)
     soft_prediction = self.decode(patches, q.normalized, scroll) if soft else None
     return LAMOutput(self.decode(patches, q.quantized, scroll), q.indices, q.loss, q.normalized, soft_prediction)
+
+  def predict_with(self, video: jax.Array, actions: jax.Array) -> jax.Array:
+    """video [B, T, H, W, 3], actions int [B, T-1] -> predicted x_2..x_T with the decoder fed
+    the code of each given action instead of the encoder's: the oracle control, which says
+    what the true actions are worth to the LAM's objective (scripts/coinrun_lam_curve.py)."""
+    if actions.shape != (video.shape[0], video.shape[1] - 1):
+      raise ValueError(f"predict_with expects actions [B, T-1] = {(video.shape[0], video.shape[1] - 1)} for "
+                       f"video {video.shape}, got {actions.shape}")
+    return self.decode(self._patches(video), self.quantizer.lookup(actions), self.scroll(video))
 
   def infer_actions(self, video: jax.Array) -> jax.Array:
     """video [B, T, H, W, 3] -> int32 [B, T-1]: a_t for each transition x_t -> x_t+1."""

@@ -49,6 +49,22 @@ def frame_shift(first: jax.Array, second: jax.Array) -> jax.Array:
   return shift.reshape(*lead, 2)
 
 
+def shift_frames(frames: jax.Array, shift: jax.Array) -> jax.Array:
+  """frames float [..., H, W, C], shift [..., 2] (rows, columns) -> the frames' content moved
+  by `shift`, to a fraction of a pixel (a phase ramp in the Fourier domain), circularly: what
+  leaves one edge comes back at the other; a whole-pixel shift is np.roll's."""
+  if frames.ndim < 3 or shift.shape != (*frames.shape[:-3], 2):
+    raise ValueError(f"shift_frames expects frames [..., H, W, C] and shifts [..., 2], got {frames.shape} "
+                     f"and {shift.shape}")
+  h, w = frames.shape[-3:-1]
+  rows = jnp.fft.fftfreq(h)[:, None]  # cycles per pixel
+  cols = jnp.fft.fftfreq(w)[None, :]
+  dy, dx = shift[..., 0, None, None], shift[..., 1, None, None]
+  ramp = jnp.exp(-2j * jnp.pi * (rows * dy + cols * dx))[..., None]  # [..., H, W, 1]
+  spectrum = jnp.fft.fft2(jnp.asarray(frames, jnp.float32), axes=(-3, -2))
+  return jnp.real(jnp.fft.ifft2(spectrum * ramp, axes=(-3, -2)))
+
+
 def direction_labels(shift: np.ndarray, dead_zone: float = 0.25) -> np.ndarray:
   """float [...] shifts along one axis -> int [...]: 0 negative, 1 within `dead_zone` px of
   still, 2 positive."""

@@ -29,15 +29,36 @@ def moving_pixels(video: jax.Array, threshold: float = 0.02) -> jax.Array:
   return jnp.concatenate([none, step], axis=1) | jnp.concatenate([step, none], axis=1)
 
 
-def reconstruction_loss(reconstruction: jax.Array, video: jax.Array, *, change_weight: float = 0.0):
-  """Mean squared error, each pixel weighted 1 + change_weight where it moves (moving_pixels),
+def centre_box(height: int, width: int, size: int) -> jax.Array:
+  """bool [height, width]: the size x size pixels at the frame's centre."""
+  top, left = (height - size) // 2, (width - size) // 2
+  rows = (jnp.arange(height) >= top) & (jnp.arange(height) < top + size)
+  cols = (jnp.arange(width) >= left) & (jnp.arange(width) < left + size)
+  return rows[:, None] & cols[None, :]
+
+
+def reconstruction_loss(reconstruction: jax.Array, video: jax.Array, *, change_weight: float = 0.0,
+                        focus_weight: float = 0.0, focus_size: int = 0):
+  """Mean squared error, each pixel weighted 1 + change_weight where it moves (moving_pixels)
+  and + focus_weight inside the focus_size x focus_size box at the frame's centre,
   normalised by the weights' sum: plain MSE at 0. What moves (a sprite, a player) is a few
   percent of the pixels, and under plain MSE a tokenizer learns the background and smears it
-  (README, "A world that obeys its actions")."""
+  (README, "A world that obeys its actions"). The centre is where a game that follows its
+  player with the camera (CoinRun) keeps it: there a key changes the player's pose and facing
+  at once, where elsewhere the view scrolls with a speed that past keys set (`lam.focus_weight`;
+  on CoinRun's LAM it did not move the codes' NMI with the keys: README, "CPU reference run")."""
   squared = jnp.mean(jnp.square(reconstruction - video), axis=-1)
-  if not change_weight:
+  if not change_weight and not focus_weight:
     return jnp.mean(squared)
-  weight = 1.0 + change_weight * moving_pixels(video).astype(squared.dtype)
+  weight = jnp.ones_like(squared)
+  if change_weight:
+    weight = weight + change_weight * moving_pixels(video).astype(squared.dtype)
+  if focus_weight:
+    if not 0 < focus_size <= min(squared.shape[-2:]):
+      raise ValueError(f"focus_size {focus_size} must be in 1..{min(squared.shape[-2:])} (the frame's "
+                       f"{squared.shape[-2]}x{squared.shape[-1]} pixels) when focus_weight is set")
+    box = centre_box(*squared.shape[-2:], focus_size).astype(squared.dtype)
+    weight = weight + focus_weight * jnp.broadcast_to(box, squared.shape)
   return jnp.sum(weight * squared) / jnp.sum(weight)
 
 
@@ -155,24 +176,34 @@ def masked_token_loss(logits, targets, mask, *, code_levels=(), weight=None):
           jnp.sum(right * counted) / jnp.maximum(jnp.sum(counted), 1.0))
 
 
-def lam_loss(lam_out, video: jax.Array, *, soft_weight: float = 0.0):
+def lam_loss(lam_out, video: jax.Array, *, soft_weight: float = 0.0, focus_weight: float = 0.0,
+             focus_size: int = 0):
   """The LAM's objective for video [B, T, H, W, 3] in [0, 1] -> (loss, prediction MSE, MSE of
-  the prediction from the continuous latents): the MSE, plus `soft_weight` times the soft
-  MSE where the LAM made that prediction (soft=True; 0 otherwise), plus its quantizer's loss."""
-  mse = jnp.mean(jnp.square(lam_out.prediction - video[:, 1:]))
-  soft_mse = (jnp.zeros(()) if lam_out.soft_prediction is None
-              else jnp.mean(jnp.square(lam_out.soft_prediction - video[:, 1:])))
-  return mse + soft_weight * soft_mse + lam_out.vq_loss, mse, soft_mse
+  the prediction from the continuous latents): the error, plus `soft_weight` times the soft
+  error where the LAM made that prediction (soft=True; 0 otherwise), plus its quantizer's loss.
+  With `focus_weight` the error weighs the centre box more (reconstruction_loss); the MSEs it
+  returns stay plain."""
+  target = video[:, 1:]
+  mse = jnp.mean(jnp.square(lam_out.prediction - target))
+  focus = dict(focus_weight=focus_weight, focus_size=focus_size)
+  objective = reconstruction_loss(lam_out.prediction, target, **focus) if focus_weight else mse
+  soft_mse = soft_objective = jnp.zeros(())
+  if lam_out.soft_prediction is not None:
+    soft_mse = jnp.mean(jnp.square(lam_out.soft_prediction - target))
+    soft_objective = reconstruction_loss(lam_out.soft_prediction, target, **focus) if focus_weight else soft_mse
+  return objective + soft_weight * soft_objective + lam_out.vq_loss, mse, soft_mse
 
 
 def lam_dynamics_loss(model, batch: dict, rng: jax.Array, *, tokenizer, lam_weight: float,
                       rate_min: float, rate_max: float, mask_scheme: str = "all_frames",
                       full_mask_prob: float = 0.0, dynamics_actions: str = "lam", lam_soft_weight: float = 0.0,
-                      change_weight: float = 0.0, train_dynamics: bool | jax.Array = True):
+                      change_weight: float = 0.0, train_dynamics: bool | jax.Array = True,
+                      lam_focus_weight: float = 0.0, lam_focus_size: int = 0):
   video = patching.to_unit_float(batch["frames"])
   rng, shift_rng = jax.random.split(rng)
   lam_out = model.lam(video, shift_rng=shift_rng, soft=lam_soft_weight > 0)
-  lam_total, lam_mse, lam_soft_mse = lam_loss(lam_out, video, soft_weight=lam_soft_weight)
+  lam_total, lam_mse, lam_soft_mse = lam_loss(lam_out, video, soft_weight=lam_soft_weight,
+                                               focus_weight=lam_focus_weight, focus_size=lam_focus_size)
   num_actions = model.dynamics.num_actions
   if dynamics_actions == "true":  # the control: the dataset's actions (a_t for x_t -> x_t+1)
     transition_actions = batch["actions"][:, :-1].astype(jnp.int32)
