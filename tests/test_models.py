@@ -595,6 +595,7 @@ def test_lam_decoder_scroll_tells_the_decoder_the_views_move_from_zero():
   video = np.stack([np.stack([w[24 + r:88 + r, 24 + c:88 + c] for r, c in offsets]) for w in world])
   moves = -np.diff(np.array(offsets, float), axis=0)  # content moves against the view
   cfg = sprites.get_config("lam_dynamics")
+  cfg.lam.update(dim=32, enc_blocks=1, dec_blocks=1, num_heads=2)  # small: eager forwards, wiring only
   plain = build.make_lam(cfg, nnx.Rngs(0))
   models = {}
   for mode in ("current", "previous"):
