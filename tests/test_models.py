@@ -567,7 +567,7 @@ def test_frame_shift_reads_whole_and_fractional_moves_of_a_view():
     view_shift.frame_shift(first, second[:, :32])
 
 
-def test_shift_frames_moves_content_as_frame_shift_reads_it():
+def test_shift_frames_moves_content_by_whole_and_fractional_pixels():
   """A whole-pixel shift is np.roll, a fractional one moves each wave of a picture by as much
   (known values)."""
   rng = np.random.default_rng(2)
