@@ -20,6 +20,7 @@ config's 6 codes) instead of the encoder's, so its error says what the true acti
 worth to the LAM's objective, and whether the learned codes meet it better with something
 else (its NMI columns score an encoder it does not train: ignore them).
 """
+import functools
 import time
 
 import jax
@@ -45,20 +46,13 @@ _ORACLE = flags.DEFINE_bool("oracle", False, "Train the decoder on the real acti
 HELD_OUT_WINDOWS = 512
 
 
-def window_starts(episodes, window: int) -> np.ndarray:
-  """Every frame index at which a clip of `window` frames fits inside one episode."""
-  return np.concatenate([np.arange(a, b - window + 1) for a, b in zip(episodes.starts[:-1], episodes.starts[1:])
-                         if b - a >= window])
-
-
-@jax.jit
-def _errors(lam, video, actions):
-  """-> (squared error of the LAM's own prediction, of its prediction from `actions`' codes),
-  each summed over the batch's pixels."""
+@functools.partial(jax.jit, static_argnames="oracle")
+def _squared_error(lam, video, actions, oracle: bool):
+  """-> the squared error of the LAM's prediction of x_t+1 (from its own codes, or with
+  `oracle` from `actions`' codes), summed over the batch's pixels."""
   video = patching.to_unit_float(video)
-  target = video[:, 1:]
-  return (jnp.sum(jnp.square(lam(video).prediction - target)),
-          jnp.sum(jnp.square(lam.predict_with(video, actions) - target)))
+  prediction = lam.predict_with(video, actions) if oracle else lam(video).prediction
+  return jnp.sum(jnp.square(prediction - video[:, 1:]))
 
 
 def main(argv):
@@ -82,7 +76,7 @@ def main(argv):
         for name, (real_labels, real_count) in groups.items()))
   groups.update(views)
   # a clip may start anywhere its window fits inside one training episode
-  starts = window_starts(train, window)
+  starts = data_lib.window_starts(train, window)
   offsets = np.arange(window)
   pushes = lambda episodes, index: coinrun.action_effects(  # noqa: E731
       data_lib.real_actions(episodes, index))["horizontal x jump"][0]
@@ -96,17 +90,15 @@ def main(argv):
       return train.frames[index], pushes(train, index[:, :-1])
     return train.frames[index]
 
-  held_starts = window_starts(held, window)
+  held_starts = data_lib.window_starts(held, window)
   held_index = held_starts[np.linspace(0, len(held_starts) - 1, HELD_OUT_WINDOWS).astype(int)][:, None] + offsets
   held_clips, held_pushes = held.frames[held_index], pushes(held, held_index[:, :-1])
   target_values = held_clips[:, 1:].size
 
-  def held_out_errors(lam):
-    sums = np.zeros(2)
-    for i in range(0, HELD_OUT_WINDOWS, 64):
-      sums += np.asarray(jax.device_get(_errors(lam, jnp.asarray(held_clips[i:i + 64]),
-                                                jnp.asarray(held_pushes[i:i + 64], jnp.int32))))
-    return sums / target_values
+  def held_out_error(lam):  # the prediction the LAM is trained on: its own codes, or the oracle's
+    return sum(float(_squared_error(lam, jnp.asarray(held_clips[i:i + 64]),
+                                    jnp.asarray(held_pushes[i:i + 64], jnp.int32), _ORACLE.value))
+               for i in range(0, HELD_OUT_WINDOWS, 64)) / target_values
 
   print(f"LAM of {_CONFIG.value.lam.num_actions} codes on {len(starts)} training windows; scored on "
         f"{len(held_t)} held-out transitions")
@@ -123,9 +115,8 @@ def main(argv):
     cells = ["%.3f / %.3f" % action_metrics.accuracy_and_nmi(codes, labels, lam.num_actions, count)
              for labels, count in groups.values()]
     used = int(np.sum(np.bincount(codes, minlength=lam.num_actions) > 0))
-    own, given = held_out_errors(lam)
     print(f"{step:6d} {used:4d} " + " ".join(f"{c:>27s}" for c in cells) +
-          f" {given if _ORACLE.value else own:12.5f}  {time.time() - start:7.0f}", flush=True)
+          f" {held_out_error(lam):12.5f}  {time.time() - start:7.0f}", flush=True)
 
   lam_control.train_lam(config, steps=_STEPS.value, batch_size=config.train.batch_size, seed=_SEED.value,
                         sample_clips=sample_clips, report=report, report_every=_EVERY.value, oracle=_ORACLE.value)

@@ -58,9 +58,16 @@ def read_episodes(data_dir: str, name: str, split: str, *, max_episodes: int | N
   return Episodes(np.concatenate(frames), np.concatenate(actions), np.asarray(starts, np.int64))
 
 
+def window_starts(episodes: Episodes, window: int) -> np.ndarray:
+  """int64 [N]: every index (into episodes.frames) at which `window` frames fit inside one
+  episode, in order."""
+  return np.concatenate([np.arange(a, b - window + 1, dtype=np.int64)
+                         for a, b in zip(episodes.starts[:-1], episodes.starts[1:]) if b - a >= window])
+
+
 def transition_frames(episodes: Episodes) -> np.ndarray:
   """int64 [N]: the index (into episodes.frames) of frame t of every transition, in order."""
-  return np.concatenate([np.arange(a, b - 1) for a, b in zip(episodes.starts[:-1], episodes.starts[1:])])
+  return window_starts(episodes, 2)
 
 
 def context_indices(episodes: Episodes, frame_index: np.ndarray, context: int) -> np.ndarray:
