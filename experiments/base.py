@@ -43,6 +43,7 @@ def base_config() -> ml_collections.ConfigDict:
       decoder_scroll="none",        # previous | current: the decoder is told the view's move (lam.py)
       focus_weight=0.0,             # > 0: the error's pixels in the centre box weigh 1 + w (losses.py)
       focus_size=16,                # that box's side, in pixels (where CoinRun keeps its player)
+      null_weight=0.0,              # > 0: the decoder also learns to predict with no action (lam.py)
       soft_weight=0.0))             # > 0: the decoder also learns from the continuous latent
   c.dynamics = ml_collections.ConfigDict(dict(
       dim=512, num_blocks=6, num_heads=8, head_dim=0, action_conditioning="token",

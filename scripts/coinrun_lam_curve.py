@@ -18,7 +18,10 @@ against copying x_t, the first line). `--oracle` is the control for that error: 
 decoder is trained on the codes of the real actions (horizontal direction x jump, the
 config's 6 codes) instead of the encoder's, so its error says what the true actions are
 worth to the LAM's objective, and whether the learned codes meet it better with something
-else (its NMI columns score an encoder it does not train: ignore them).
+else (its NMI columns score an encoder it does not train: ignore them). With
+`--oracle_labels none` the decoder is fed one code for every transition: its error is what
+the frames before x_t+1 predict with no action at all, the floor that both the keys and
+the learned codes improve on.
 """
 import functools
 import time
@@ -43,6 +46,9 @@ _EVERY = flags.DEFINE_integer("report_every", 250, "Score the codes every this m
 _SEED = flags.DEFINE_integer("seed", 0, "Initialisation and batch order.")
 _ORACLE = flags.DEFINE_bool("oracle", False, "Train the decoder on the real actions' codes (horizontal x "
                             "jump), not the encoder's: what the true actions are worth to the objective.")
+_ORACLE_LABELS = flags.DEFINE_enum("oracle_labels", "keys", ["keys", "none"], "With --oracle, the labels the "
+                                   "decoder is fed: the real keys, or one label for every transition (the "
+                                   "prediction from the frames alone, with no action: what the past explains).")
 HELD_OUT_WINDOWS = 512
 
 
@@ -78,8 +84,11 @@ def main(argv):
   # a clip may start anywhere its window fits inside one training episode
   starts = data_lib.window_starts(train, window)
   offsets = np.arange(window)
-  pushes = lambda episodes, index: coinrun.action_effects(  # noqa: E731
-      data_lib.real_actions(episodes, index))["horizontal x jump"][0]
+  def pushes(episodes, index):  # the oracle's labels of the transitions that start at `index`
+    if _ORACLE_LABELS.value == "none":
+      return np.zeros(index.shape, np.int32)
+    return coinrun.action_effects(data_lib.real_actions(episodes, index))["horizontal x jump"][0]
+
   if _ORACLE.value and config.lam.num_actions != 6:
     raise app.UsageError(f"--oracle feeds the LAM the 6 labels of horizontal direction x jump; the config "
                          f"has lam.num_actions={config.lam.num_actions}")
@@ -105,7 +114,8 @@ def main(argv):
   unit = held_clips.astype(np.float32) / 255.0
   print(f"held-out prediction error (MSE of x_t+1 on {HELD_OUT_WINDOWS} windows): copying x_t "
         f"{np.mean(np.square(unit[:, 1:] - unit[:, :-1])):.5f}" +
-        ("; below, the decoder fed the real actions' codes (--oracle)" if _ORACLE.value else ""))
+        (f"; below, the decoder fed {'the real actions' if _ORACLE_LABELS.value == 'keys' else 'one'} code"
+         f"{'s' if _ORACLE_LABELS.value == 'keys' else ' for every transition'} (--oracle)" if _ORACLE.value else ""))
   print(f"{'step':>6s} {'used':>4s} " + " ".join(f"{name + ' acc / NMI':>27s}" for name in groups) +
         f" {'held-out MSE':>12s}  seconds")
   start = time.time()

@@ -59,6 +59,12 @@ predictions are trained. Through the hard code alone the encoder learns only whi
 pick, by a straight-through guess, and moves settle on a code they share (a move on the
 code of "stay", two codes for one move); through the continuous one it learns as an
 autoencoder does, and the measured codes follow the actions (README).
+
+`null=True` in training (`lam.null_weight` > 0; not in the paper, off by default): the
+decoder also predicts x_t+1 with no action (an all-zero code), and that error joins the
+loss, so the same decoder must learn what the frames before x_t+1 predict on their own
+(in CoinRun, the view carried on by the player's speed) and the codes are left what the
+past does not say. Measured on CoinRun (README, "CPU reference run"): no gain.
 """
 from __future__ import annotations
 
@@ -85,6 +91,7 @@ class LAMOutput(NamedTuple):
   vq_loss: jax.Array
   latents: jax.Array     # [B, T-1, C] normalised pre-quantization actions
   soft_prediction: jax.Array | None = None  # x_2..x_T predicted from `latents` (soft=True)
+  null_prediction: jax.Array | None = None  # x_2..x_T predicted with no action (null=True)
 
 
 def random_shift(video: jax.Array, rng: jax.Array) -> jax.Array:
@@ -209,10 +216,12 @@ class LatentActionModel(nnx.Module):
       pixels = pixels + patches[:, :-1]
     return patching.unpatchify(pixels, patch=self.patch, height=self.height, width=self.width)
 
-  def __call__(self, video: jax.Array, *, shift_rng: jax.Array | None = None, soft: bool = False) -> LAMOutput:
+  def __call__(self, video: jax.Array, *, shift_rng: jax.Array | None = None, soft: bool = False,
+               null: bool = False) -> LAMOutput:
     """video [B, T, H, W, 3] -> predictions of x_2..x_T from x_<=t and a_t. With
     `encoder_shift`, `shift_rng` draws the encoder's random shifts (training); without
-    one the encoder reads the clip as it is. `soft` also decodes the continuous latents."""
+    one the encoder reads the clip as it is. `soft` also decodes the continuous latents;
+    `null` also decodes with no action (an all-zero code: `lam.null_weight`)."""
     patches = self._patches(video)
     if self.encoder_shift and shift_rng is not None:
       q = self._encode(self._patches(random_shift(video, shift_rng)))
@@ -220,7 +229,9 @@ class LatentActionModel(nnx.Module):
       q = self._encode(patches)
     scroll = self.scroll(video)
     soft_prediction = self.decode(patches, q.normalized, scroll) if soft else None
-    return LAMOutput(self.decode(patches, q.quantized, scroll), q.indices, q.loss, q.normalized, soft_prediction)
+    null_prediction = self.decode(patches, jnp.zeros_like(q.quantized), scroll) if null else None
+    return LAMOutput(self.decode(patches, q.quantized, scroll), q.indices, q.loss, q.normalized, soft_prediction,
+                     null_prediction)
 
   def predict_with(self, video: jax.Array, actions: jax.Array) -> jax.Array:
     """video [B, T, H, W, 3], actions int [B, T-1] -> predicted x_2..x_T with the decoder fed

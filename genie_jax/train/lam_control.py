@@ -68,11 +68,12 @@ def train_lam(config, *, steps: int, batch_size: int = 8, seed: int = 0, episode
   opt_state = tx.init(params)
 
   soft_weight = config.lam.get("soft_weight", 0.0)
+  null_weight = config.lam.get("null_weight", 0.0)
   focus = dict(focus_weight=config.lam.get("focus_weight", 0.0), focus_size=config.lam.get("focus_size", 0))
 
   def loss_fn(params, video, key):
-    out = nnx.merge(graphdef, params)(video, shift_rng=key, soft=soft_weight > 0)
-    return losses.lam_loss(out, video, soft_weight=soft_weight, **focus)[0]
+    out = nnx.merge(graphdef, params)(video, shift_rng=key, soft=soft_weight > 0, null=null_weight > 0)
+    return losses.lam_loss(out, video, soft_weight=soft_weight, null_weight=null_weight, **focus)[0]
 
   def oracle_loss_fn(params, video, actions):  # the given actions' codes; the encoder is not read
     prediction = nnx.merge(graphdef, params).predict_with(video, actions)

@@ -177,10 +177,11 @@ def masked_token_loss(logits, targets, mask, *, code_levels=(), weight=None):
 
 
 def lam_loss(lam_out, video: jax.Array, *, soft_weight: float = 0.0, focus_weight: float = 0.0,
-             focus_size: int = 0):
+             focus_size: int = 0, null_weight: float = 0.0):
   """The LAM's objective for video [B, T, H, W, 3] in [0, 1] -> (loss, prediction MSE, MSE of
   the prediction from the continuous latents): the error, plus `soft_weight` times the soft
-  error where the LAM made that prediction (soft=True; 0 otherwise), plus its quantizer's loss.
+  error where the LAM made that prediction (soft=True; 0 otherwise), plus `null_weight` times
+  the error of its prediction with no action (null=True), plus its quantizer's loss.
   With `focus_weight` the error weighs the centre box more (reconstruction_loss); the MSEs it
   returns stay plain."""
   target = video[:, 1:]
@@ -191,19 +192,25 @@ def lam_loss(lam_out, video: jax.Array, *, soft_weight: float = 0.0, focus_weigh
   if lam_out.soft_prediction is not None:
     soft_mse = jnp.mean(jnp.square(lam_out.soft_prediction - target))
     soft_objective = reconstruction_loss(lam_out.soft_prediction, target, **focus) if focus_weight else soft_mse
-  return objective + soft_weight * soft_objective + lam_out.vq_loss, mse, soft_mse
+  total = objective + soft_weight * soft_objective + lam_out.vq_loss
+  if null_weight:  # only then: with it off, the program is the one it was before the switch
+    if lam_out.null_prediction is None:
+      raise ValueError("lam_loss: null_weight > 0 needs the LAM's prediction with no action (call it with null=True)")
+    total = total + null_weight * reconstruction_loss(lam_out.null_prediction, target, **focus)
+  return total, mse, soft_mse
 
 
 def lam_dynamics_loss(model, batch: dict, rng: jax.Array, *, tokenizer, lam_weight: float,
                       rate_min: float, rate_max: float, mask_scheme: str = "all_frames",
                       full_mask_prob: float = 0.0, dynamics_actions: str = "lam", lam_soft_weight: float = 0.0,
                       change_weight: float = 0.0, train_dynamics: bool | jax.Array = True,
-                      lam_focus_weight: float = 0.0, lam_focus_size: int = 0):
+                      lam_focus_weight: float = 0.0, lam_focus_size: int = 0, lam_null_weight: float = 0.0):
   video = patching.to_unit_float(batch["frames"])
   rng, shift_rng = jax.random.split(rng)
-  lam_out = model.lam(video, shift_rng=shift_rng, soft=lam_soft_weight > 0)
+  lam_out = model.lam(video, shift_rng=shift_rng, soft=lam_soft_weight > 0, null=lam_null_weight > 0)
   lam_total, lam_mse, lam_soft_mse = lam_loss(lam_out, video, soft_weight=lam_soft_weight,
-                                               focus_weight=lam_focus_weight, focus_size=lam_focus_size)
+                                               focus_weight=lam_focus_weight, focus_size=lam_focus_size,
+                                               null_weight=lam_null_weight)
   num_actions = model.dynamics.num_actions
   if dynamics_actions == "true":  # the control: the dataset's actions (a_t for x_t -> x_t+1)
     transition_actions = batch["actions"][:, :-1].astype(jnp.int32)

@@ -52,6 +52,7 @@ def make_loss_fn(config, graphdef, tokenizer_graphdef=None):
         dynamics_actions=config.train.get("dynamics_actions", "lam"),
         lam_soft_weight=config.lam.get("soft_weight", 0.0),
         lam_focus_weight=config.lam.get("focus_weight", 0.0), lam_focus_size=config.lam.get("focus_size", 0),
+        lam_null_weight=config.lam.get("null_weight", 0.0),
         change_weight=config.dynamics.get("change_weight", 0.0),
         train_dynamics=True if step is None or not warmup
         else step // max(config.optim.grad_accum, 1) >= warmup)
