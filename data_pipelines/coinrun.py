@@ -1,7 +1,8 @@
 r"""Procgen CoinRun -> TFDS ArrayRecord, as in the paper's case study (Genie, Appendix F).
 
-Hard mode, uniformly random policy (or, with --policy expert, a search that solves each
-level), one environment step per action (no repeats), 64x64 RGB. Levels come from a
+Hard mode, uniformly random policy (or, with --policy held, random keys each held for a
+random number of steps, as a person holds a key; with --policy expert, a search that solves
+each level), one environment step per action (no repeats), 64x64 RGB. Levels come from a
 seeded range per split, and the three splits use disjoint ranges, so validation and test
 levels are never seen in training:
 
@@ -65,11 +66,16 @@ def procgen_env_class():
 
 
 def generate_episodes(*, split: str, episodes: int, max_steps: int, num_levels: int, seed: int,
-                      num_envs: int = 4, progress: bool = True):
+                      num_envs: int = 4, progress: bool = True, hold_mean: float = 1.0):
   """Yields `records.Episode`s of at most `max_steps` frames from `num_envs` parallel envs.
 
-  The random policy is seeded, so the same arguments give the same episodes.
+  Each step every env draws a uniformly random key; with `hold_mean` > 1 it keeps its key
+  instead with probability 1 - 1/hold_mean, so a key is held for a geometric number of
+  steps of that mean (the `held` policy). The policy is seeded, so the same arguments give
+  the same episodes (and hold_mean=1 the random policy's, draw for draw).
   """
+  if hold_mean < 1:
+    raise ValueError(f"hold_mean must be at least 1 (steps a key is held on average), got {hold_mean}")
   ProcgenGym3Env = procgen_env_class()
 
   start_level, _ = level_range(split=split, seed=seed, num_levels=num_levels)
@@ -81,10 +87,16 @@ def generate_episodes(*, split: str, episodes: int, max_steps: int, num_levels: 
   frames = [[] for _ in range(num_envs)]
   actions = [[] for _ in range(num_envs)]
   done_count = 0
+  held = None
   bar = tqdm(total=episodes, desc=f"coinrun {split} episodes", disable=not progress)
   while done_count < episodes:
     _, obs, first = env.observe()
     act = rng.integers(0, NUM_PROCGEN_ACTIONS, size=num_envs).astype(np.int32)
+    if hold_mean > 1:  # keep the key held (a new episode draws afresh)
+      if held is not None:
+        keep = (rng.random(num_envs) >= 1.0 / hold_mean) & ~np.asarray(first, bool)
+        act = np.where(keep, held, act)
+      held = act
     for i in range(num_envs):
       # `first` marks a frame that starts a new episode (the env reset itself): close the
       # previous one there, so no episode holds frames of two levels.
@@ -127,13 +139,14 @@ def generate_expert_episodes(*, split: str, episodes: int, max_steps: int, num_l
                      f"in its range, fewer than the {episodes} episodes asked; raise --num_levels")
 
 
-POLICIES = ("random", "expert")
+POLICIES = ("random", "held", "expert")
+HOLD_MEAN = 8.0  # the `held` policy: steps a key is held on average
 
 
 def build(*, data_dir: str, episodes: int, eval_episodes: int, max_steps: int, num_levels: int,
           seed: int = 0, splits=("train", "validation", "test"), chunk_size: int = 64,
           min_frames: int = 16, num_envs: int = 4, progress: bool = True, policy: str = "random",
-          skipped: list | None = None, array_encoding: str = "bytes"):
+          skipped: list | None = None, array_encoding: str = "bytes", hold_mean: float = HOLD_MEAN):
   if policy not in POLICIES:
     raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
   counts = {"train": episodes, "validation": eval_episodes, "test": eval_episodes}
@@ -144,12 +157,13 @@ def build(*, data_dir: str, episodes: int, eval_episodes: int, max_steps: int, n
                                               skipped=skipped)
     return lambda: generate_episodes(split=split, episodes=counts[split], max_steps=max_steps,
                                      num_levels=num_levels, seed=seed, num_envs=num_envs,
-                                     progress=progress)
+                                     progress=progress, hold_mean=hold_mean if policy == "held" else 1.0)
   return records.write_dataset(
       builders.Coinrun, data_dir=data_dir, resolution=(64, 64), chunk_size=chunk_size,
       min_frames=min_frames, split_episodes={s: split_fn(s) for s in splits}, array_encoding=array_encoding,
       extra_metadata={"num_actions": NUM_PROCGEN_ACTIONS, "has_actions": True,
                       "source": f"procgen coinrun hard, {policy} policy", "policy": policy,
+                      **({"hold_mean": hold_mean} if policy == "held" else {}),
                       "level_ranges": {s: list(level_range(split=s, seed=seed, num_levels=num_levels))
                                        for s in splits}})
 
@@ -167,7 +181,7 @@ def main(argv):
     summaries = build(data_dir=f.data_dir, episodes=f.episodes, eval_episodes=eval_episodes,
                       max_steps=f.max_steps, num_levels=f.num_levels, seed=f.seed, splits=splits,
                       chunk_size=f.chunk_size, min_frames=f.min_frames, num_envs=f.num_envs,
-                      policy=f.policy, skipped=skipped)
+                      policy=f.policy, skipped=skipped, hold_mean=f.hold_mean)
   except (FileExistsError, ValueError) as e:
     sys.exit(f"error: {e}")
   if f.policy == "expert":
@@ -184,7 +198,10 @@ if __name__ == "__main__":
   flags.DEFINE_integer("max_steps", 1000, "Most frames per episode (the paper: 1000); with --policy "
                        "expert, the longest solution the search accepts.")
   flags.DEFINE_enum("policy", "random", list(POLICIES), "random: uniformly random keys (the paper's "
-                    "dataset); expert: data_pipelines/coinrun_expert.py, one solved level per episode.")
+                    "dataset); held: random keys, each held for a random number of steps (--hold_mean "
+                    "on average); expert: data_pipelines/coinrun_expert.py, one solved level per episode.")
+  flags.DEFINE_float("hold_mean", HOLD_MEAN, "With --policy held: steps a key is held on average (a "
+                     "geometric number; 1 is the random policy).")
   flags.DEFINE_integer("num_levels", 10_000, "Levels per split (the paper: 10,000 for training).")
   flags.DEFINE_integer("seed", 0, "Seed of the policy and of the level ranges.")
   flags.DEFINE_string("split", "train,validation,test", "Comma-separated splits to write.")

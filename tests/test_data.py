@@ -49,6 +49,25 @@ def test_coinrun_actions_aligned_with_frames(tmp_path):
     env.act(episode.actions[t:t + 1])  # actions[t] causes frames[t] -> frames[t+1]
 
 
+def test_coinrun_held_policy_keeps_its_key_for_hold_mean_steps_on_average():
+  """--policy held: a key is kept with probability 1 - 1/hold_mean at each step (or drawn
+  again, 1 in 15 the same), so consecutive keys agree at 1 - 1/m + 1/(15 m); at
+  hold_mean=1 the episodes are the random policy's, draw for draw."""
+  kw = dict(split="train", episodes=6, max_steps=120, num_levels=50, seed=0, num_envs=2, progress=False)
+  held = list(coinrun.generate_episodes(hold_mean=8.0, **kw))
+  same = np.concatenate([e.actions[1:] == e.actions[:-1] for e in held])
+  expected = 1 - 1 / 8 + 1 / (8 * coinrun.NUM_PROCGEN_ACTIONS)
+  assert len(same) > 300 and abs(same.mean() - expected) < 0.06, (same.mean(), expected)
+  plain = list(coinrun.generate_episodes(**kw))
+  for a, b in zip(plain, coinrun.generate_episodes(hold_mean=1.0, **kw)):
+    np.testing.assert_array_equal(a.actions, b.actions)
+    np.testing.assert_array_equal(a.frames, b.frames)
+  random_same = np.concatenate([e.actions[1:] == e.actions[:-1] for e in plain]).mean()
+  assert random_same < 0.2, random_same  # 1 in 15 by chance
+  with pytest.raises(ValueError, match="hold_mean"):
+    next(coinrun.generate_episodes(hold_mean=0.5, **kw))
+
+
 def test_coinrun_splits_use_disjoint_levels():
   ranges = [coinrun.level_range(split=s, seed=1, num_levels=100) for s in ("train", "validation", "test")]
   for i in range(3):
