@@ -381,6 +381,7 @@ def test_lam_reading_change_gives_no_change_the_zero_latent():
 @pytest.mark.parametrize("encoder_input", ["frames", "change"])
 def test_lam_transition_context_reads_each_action_from_its_two_frames(encoder_input):
   cfg = sprites.get_config("lam_dynamics")
+  cfg.lam.update(dim=32, enc_blocks=1, dec_blocks=1, num_heads=2)  # small: eager forwards, wiring only
   cfg.lam.update(encoder_context="transition", encoder_input=encoder_input)
   lam = build.make_lam(cfg, nnx.Rngs(0))
   video = jax.random.uniform(jax.random.key(0), (2, 5, 64, 64, 3))
@@ -405,6 +406,7 @@ def test_random_shift_rolls_each_clip_by_one_offset_for_all_its_frames():
 
 def test_lam_encoder_shift_reads_a_shifted_clip_in_training_and_the_clip_itself_in_inference():
   cfg = sprites.get_config("lam_dynamics")
+  cfg.lam.update(dim=32, enc_blocks=1, dec_blocks=1, num_heads=2)  # small: eager forwards, wiring only
   assert cfg.lam.encoder_shift
   lam = build.make_lam(cfg, nnx.Rngs(0))
   video = jax.random.uniform(jax.random.key(0), (4, 4, 64, 64, 3))
@@ -449,8 +451,36 @@ def test_lam_soft_decoding_agrees_with_the_hard_one_when_the_code_is_certain_and
   np.testing.assert_allclose(loss, mse + 0.5 * soft + float(unsure.vq_loss), rtol=1e-5)
 
 
+def test_lam_null_prediction_ignores_the_encoder_and_joins_the_loss():
+  """null=True (lam.null_weight) also decodes with no action: a prediction from the frames
+  alone, so the encoder's weights cannot change it while they change the LAM's own."""
+  from genie_jax.train import losses
+  cfg = sprites.get_config("lam_dynamics")
+  cfg.lam.update(dim=32, enc_blocks=1, dec_blocks=1, num_heads=2)
+  lam = build.make_lam(cfg, nnx.Rngs(0))
+  lam.patch_out.kernel[...] = 0.05 * jax.random.normal(jax.random.key(1), lam.patch_out.kernel[...].shape)
+  video = jax.random.uniform(jax.random.key(0), (2, 4, 64, 64, 3))
+  first = lam(video, null=True)
+  assert lam(video).null_prediction is None
+  lam.to_latent.kernel[...] = 3.0 * jax.random.normal(jax.random.key(2), lam.to_latent.kernel[...].shape)
+  second = lam(video, null=True)
+  assert not np.array_equal(first.actions, second.actions)  # another encoder: other codes
+  assert not np.allclose(first.prediction, second.prediction, atol=1e-4)
+  np.testing.assert_allclose(first.null_prediction, second.null_prediction, atol=1e-6)
+  # the objective: MSE + weight * the no-action prediction's MSE + the quantizer's loss
+  target = np.asarray(video[:, 1:])
+  mse = np.mean((np.asarray(second.prediction) - target) ** 2)
+  null = np.mean((np.asarray(second.null_prediction) - target) ** 2)
+  loss, got_mse, _ = losses.lam_loss(second, video, null_weight=0.5)
+  np.testing.assert_allclose(got_mse, mse, rtol=1e-5)
+  np.testing.assert_allclose(loss, mse + 0.5 * null + float(second.vq_loss), rtol=1e-5)
+  with pytest.raises(ValueError, match="null=True"):
+    losses.lam_loss(lam(video), video, null_weight=0.5)
+
+
 def test_lam_predicting_the_change_starts_from_the_previous_frame():
   cfg = sprites.get_config("lam_dynamics")
+  cfg.lam.update(dim=32, enc_blocks=1, dec_blocks=1, num_heads=2)  # small: eager forwards, wiring only
   lam = build.make_lam(cfg, nnx.Rngs(0))  # its zero output layer says "no change"
   video = jax.random.uniform(jax.random.key(0), (2, 4, 64, 64, 3))
   np.testing.assert_allclose(lam(video).prediction, video[:, :-1], atol=1e-6)  # copying is free
@@ -620,7 +650,8 @@ def test_lam_decoder_scroll_tells_the_decoder_the_views_move_from_zero():
   lam = models["current"]
   lam.patch_out.kernel[...] = 0.05 * jax.random.normal(jax.random.key(1), lam.patch_out.kernel[...].shape)
   graphdef, params = nnx.split(lam, nnx.Param)
-  grads = jax.grad(lambda p: losses.lam_loss(nnx.merge(graphdef, p)(jnp.asarray(frames)), jnp.asarray(frames))[0])(params)
+  grads = jax.jit(jax.grad(  # compiled: an eager gradient of the LAM takes half a minute here
+      lambda p: losses.lam_loss(nnx.merge(graphdef, p)(jnp.asarray(frames)), jnp.asarray(frames))[0]))(params)
   assert float(jnp.abs(grads["scroll_in"]["kernel"][...]).sum()) > 0
   with pytest.raises(ValueError, match="scroll=lam.scroll"):
     lam.decode(lam._patches(frames), jnp.zeros((2, 3, lam.quantizer.code_dim)))  # pylint: disable=protected-access
