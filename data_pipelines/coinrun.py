@@ -149,6 +149,8 @@ def build(*, data_dir: str, episodes: int, eval_episodes: int, max_steps: int, n
           skipped: list | None = None, array_encoding: str = "bytes", hold_mean: float = HOLD_MEAN):
   if policy not in POLICIES:
     raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
+  if policy == "held" and hold_mean < 1:  # before anything is written
+    raise ValueError(f"hold_mean must be at least 1 (steps a key is held on average), got {hold_mean}")
   counts = {"train": episodes, "validation": eval_episodes, "test": eval_episodes}
   def split_fn(split):
     if policy == "expert":

@@ -49,7 +49,7 @@ def test_coinrun_actions_aligned_with_frames(tmp_path):
     env.act(episode.actions[t:t + 1])  # actions[t] causes frames[t] -> frames[t+1]
 
 
-def test_coinrun_held_policy_keeps_its_key_for_hold_mean_steps_on_average():
+def test_coinrun_held_policy_keeps_its_key_for_hold_mean_steps_on_average(tmp_path):
   """--policy held: a key is kept with probability 1 - 1/hold_mean at each step (or drawn
   again, 1 in 15 the same), so consecutive keys agree at 1 - 1/m + 1/(15 m); at
   hold_mean=1 the episodes are the random policy's, draw for draw."""
@@ -66,6 +66,10 @@ def test_coinrun_held_policy_keeps_its_key_for_hold_mean_steps_on_average():
   assert random_same < 0.2, random_same  # 1 in 15 by chance
   with pytest.raises(ValueError, match="hold_mean"):
     next(coinrun.generate_episodes(hold_mean=0.5, **kw))
+  with pytest.raises(ValueError, match="hold_mean"):  # refused before a file is written
+    coinrun.build(data_dir=str(tmp_path / "held"), episodes=2, eval_episodes=1, max_steps=20, num_levels=5,
+                  policy="held", hold_mean=0.5, progress=False)
+  assert not (tmp_path / "held").exists()
 
 
 def test_coinrun_splits_use_disjoint_levels():
