@@ -67,17 +67,15 @@ def train_lam(config, *, steps: int, batch_size: int = 8, seed: int = 0, episode
   tx = state_lib.make_optimizer(optim, steps)
   opt_state = tx.init(params)
 
-  soft_weight = config.lam.get("soft_weight", 0.0)
-  null_weight = config.lam.get("null_weight", 0.0)
-  focus = dict(focus_weight=config.lam.get("focus_weight", 0.0), focus_size=config.lam.get("focus_size", 0))
+  objective = losses.lam_objective_options(config.lam)
 
   def loss_fn(params, video, key):
-    out = nnx.merge(graphdef, params)(video, shift_rng=key, soft=soft_weight > 0, null=null_weight > 0)
-    return losses.lam_loss(out, video, soft_weight=soft_weight, null_weight=null_weight, **focus)[0]
+    return losses.run_lam_objective(nnx.merge(graphdef, params), video, shift_rng=key, **objective)[1][0]
 
   def oracle_loss_fn(params, video, actions):  # the given actions' codes; the encoder is not read
     prediction = nnx.merge(graphdef, params).predict_with(video, actions)
-    return losses.reconstruction_loss(prediction, video[:, 1:], **focus)
+    return losses.reconstruction_loss(prediction, video[:, 1:], focus_weight=objective["focus_weight"],
+                                      focus_size=objective["focus_size"])
 
   # Two compiled steps, not one taking an optional argument: the LAM's own step keeps its
   # program as it was, since the sprite LAM's outcome turned on its float rounding (README,

@@ -200,17 +200,33 @@ def lam_loss(lam_out, video: jax.Array, *, soft_weight: float = 0.0, focus_weigh
   return total, mse, soft_mse
 
 
+def lam_objective_options(lam_config) -> dict:
+  """A config's `lam` block -> the switches of the LAM's objective, lam_loss's keyword
+  arguments (the trainer's step and lam_control's LAM-alone step read them here)."""
+  return dict(soft_weight=lam_config.get("soft_weight", 0.0), focus_weight=lam_config.get("focus_weight", 0.0),
+              focus_size=lam_config.get("focus_size", 0), null_weight=lam_config.get("null_weight", 0.0))
+
+
+def run_lam_objective(lam, video: jax.Array, *, shift_rng: jax.Array | None, soft_weight: float = 0.0,
+                      focus_weight: float = 0.0, focus_size: int = 0, null_weight: float = 0.0):
+  """-> (the LAM's output, lam_loss's (loss, MSE, soft MSE)): the LAM run with the extra
+  predictions its objective's switches need (soft, null), then scored."""
+  out = lam(video, shift_rng=shift_rng, soft=soft_weight > 0, null=null_weight > 0)
+  return out, lam_loss(out, video, soft_weight=soft_weight, focus_weight=focus_weight, focus_size=focus_size,
+                       null_weight=null_weight)
+
+
 def lam_dynamics_loss(model, batch: dict, rng: jax.Array, *, tokenizer, lam_weight: float,
                       rate_min: float, rate_max: float, mask_scheme: str = "all_frames",
-                      full_mask_prob: float = 0.0, dynamics_actions: str = "lam", lam_soft_weight: float = 0.0,
-                      change_weight: float = 0.0, train_dynamics: bool | jax.Array = True,
-                      lam_focus_weight: float = 0.0, lam_focus_size: int = 0, lam_null_weight: float = 0.0):
+                      full_mask_prob: float = 0.0, dynamics_actions: str = "lam", lam_objective: dict | None = None,
+                      change_weight: float = 0.0, train_dynamics: bool | jax.Array = True):
+  """Phase 2: the LAM's objective, its switches `lam_objective` (lam_objective_options of the
+  config's lam block; None: the paper's plain MSE), weighed by `lam_weight`, plus the
+  dynamics model's masked-token loss on the frozen tokenizer's tokens."""
   video = patching.to_unit_float(batch["frames"])
   rng, shift_rng = jax.random.split(rng)
-  lam_out = model.lam(video, shift_rng=shift_rng, soft=lam_soft_weight > 0, null=lam_null_weight > 0)
-  lam_total, lam_mse, lam_soft_mse = lam_loss(lam_out, video, soft_weight=lam_soft_weight,
-                                               focus_weight=lam_focus_weight, focus_size=lam_focus_size,
-                                               null_weight=lam_null_weight)
+  lam_out, (lam_total, lam_mse, lam_soft_mse) = run_lam_objective(model.lam, video, shift_rng=shift_rng,
+                                                                   **(lam_objective or {}))
   num_actions = model.dynamics.num_actions
   if dynamics_actions == "true":  # the control: the dataset's actions (a_t for x_t -> x_t+1)
     transition_actions = batch["actions"][:, :-1].astype(jnp.int32)

@@ -50,9 +50,7 @@ def make_loss_fn(config, graphdef, tokenizer_graphdef=None):
         rate_max=config.dynamics.mask_rate_max, mask_scheme=config.dynamics.get("mask_scheme", "all_frames"),
         full_mask_prob=config.dynamics.get("full_mask_prob", 0.0),
         dynamics_actions=config.train.get("dynamics_actions", "lam"),
-        lam_soft_weight=config.lam.get("soft_weight", 0.0),
-        lam_focus_weight=config.lam.get("focus_weight", 0.0), lam_focus_size=config.lam.get("focus_size", 0),
-        lam_null_weight=config.lam.get("null_weight", 0.0),
+        lam_objective=losses.lam_objective_options(config.lam),
         change_weight=config.dynamics.get("change_weight", 0.0),
         train_dynamics=True if step is None or not warmup
         else step // max(config.optim.grad_accum, 1) >= warmup)
