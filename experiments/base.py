@@ -8,6 +8,7 @@ Jasmine's 4+4 / 6-block CoinRun shapes for the paper's 8+8 / 12 layers.
 import ml_collections
 
 from genie_jax.parallel import DEFAULT_RULES
+from genie_jax.sampling import SPEED_DEFAULTS
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -52,7 +53,9 @@ def base_config() -> ml_collections.ConfigDict:
       token_head="joint",         # joint: the paper; fsq_digits: one softmax per FSQ channel
       change_weight=0.0,          # > 0: tokens that differ from the frame before weigh 1 + w (0: the paper)
       previous_frame=False))      # True: each token also sees the one at its place in the frame before
-  c.sampling = ml_collections.ConfigDict(dict(steps=25, temperature=1.0, gumbel_scale=1.0))
+  # and the speed switches (unroll, cast_weights, unroll_layers), which change how a frame is
+  # computed, not its values (genie_jax/sampling.py, SPEED_DEFAULTS)
+  c.sampling = ml_collections.ConfigDict(dict(steps=25, temperature=1.0, gumbel_scale=1.0, **SPEED_DEFAULTS))
 
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1, num_devices=0))  # 0: all devices
   c.rules = DEFAULT_RULES

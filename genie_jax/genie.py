@@ -37,7 +37,9 @@ class Genie:
     s = config.sampling
     self.sampling = dict(steps=int(steps or s.steps),
                          temperature=float(s.temperature if temperature is None else temperature),
-                         gumbel_scale=float(s.gumbel_scale if gumbel_scale is None else gumbel_scale))
+                         gumbel_scale=float(s.gumbel_scale if gumbel_scale is None else gumbel_scale),
+                         # the speed switches; configs saved before them lack them
+                         **{name: bool(s.get(name, default)) for name, default in sampling.SPEED_DEFAULTS.items()})
     self.cached = cached
     self._key = jax.random.PRNGKey(seed)
     self._start = jax.jit(self._start_fn)

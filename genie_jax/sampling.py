@@ -26,9 +26,11 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from genie_jax.models import fsq
+from flax import nnx
+
+from genie_jax.models import fsq, layers
 from genie_jax.models.dynamics import DynamicsModel, split_channels
-from genie_jax.models.st_transformer import KVCache
+from genie_jax.models.st_transformer import KVCache, STTransformer
 
 
 class WorldState(NamedTuple):
@@ -71,11 +73,16 @@ def sample_codes(logits: jax.Array, rng: jax.Array, *, temperature: float, code_
 
 
 def maskgit_decode(logits_fn, rng: jax.Array, *, batch: int, num_tokens: int, mask_id: int,
-                   steps: int, temperature: float, gumbel_scale: float, code_levels=()) -> jax.Array:
+                   steps: int, temperature: float, gumbel_scale: float, code_levels=(),
+                   unroll: bool = False) -> jax.Array:
   """Decodes one frame. logits_fn(tokens int [B, S] with mask_id) -> logits [B, S, K]
   (with `code_levels`, per FSQ channel [B, S, sum(levels)]; see sample_codes).
 
-  Returns int32 [B, S] with no mask left. temperature 0 samples greedily.
+  Returns int32 [B, S] with no mask left. temperature 0 samples greedily. unroll=True
+  writes the `steps` iterations out as straight-line code instead of a device-side loop:
+  the same values, a program `steps` times longer, and on a GPU no per-iteration loop
+  control between the small kernels of a batch-1 frame (scripts/bench_sampler.py
+  --variants measures it).
   """
   def body(i, carry):
     tokens, num_masked = carry
@@ -95,8 +102,46 @@ def maskgit_decode(logits_fn, rng: jax.Array, *, batch: int, num_tokens: int, ma
     return tokens.astype(jnp.int32), keep_masked
 
   start = jnp.full((batch, num_tokens), mask_id, jnp.int32)
-  tokens, _ = jax.lax.fori_loop(0, steps, body, (start, jnp.int32(num_tokens)))
+  tokens, _ = jax.lax.fori_loop(0, steps, body, (start, jnp.int32(num_tokens)), unroll=bool(unroll))
   return tokens
+
+
+# the layers whose kernel and bias are cast to their compute dtype at every call
+_CAST_AT_CALL = (layers.Dense, layers.DenseIn, layers.Conv)
+# config.sampling's speed switches and their defaults: how a frame is computed, never its
+# values. unroll: maskgit_decode's steps as straight-line code; cast_weights, unroll_layers:
+# inference_view's. On an H100 (README, "On a GPU") cast_weights + unroll_layers took one
+# world's step from 40.1 to 49.8 frames/s; cast_weights is a no-op in float32, so it is on.
+SPEED_DEFAULTS = {"unroll": False, "cast_weights": True, "unroll_layers": False}
+
+
+def inference_view(dynamics: DynamicsModel, *, cast_weights: bool = False,
+                   unroll_layers: bool = False) -> DynamicsModel:
+  """A copy of `dynamics` that computes the same values faster inside a MaskGIT loop.
+
+  cast_weights: every Dense / DenseIn / Conv kernel and bias arrives already in the
+  layer's compute dtype, so the cast these layers do at each call is a no-op: in bf16 the
+  weights are converted once per frame instead of at every MaskGIT step (on an H100 the
+  per-step converts were 900 kernels a frame). Exact: astype to the same dtype twice is
+  astype once. unroll_layers: the block stack runs as a Python loop over layer slices
+  instead of a scan (STTransformer; the same maths), so its per-layer slices of the
+  weights and of the frame cache are static. The caller's module is not changed: the
+  copy has its own Variables over the same arrays.
+  """
+  if not (cast_weights or unroll_layers):
+    return dynamics
+  graphdef, state = nnx.split(dynamics)
+  if cast_weights:  # on the state, not by assigning to the module's Params (which may belong to an outer trace)
+    dtypes = {path + (name,): module.dtype for path, module in nnx.iter_modules(dynamics)
+              if isinstance(module, _CAST_AT_CALL) for name in ("kernel", "bias")}
+    state = nnx.map_state(lambda path, variable: (variable.replace(variable[...].astype(dtypes[path]))
+                                                  if path in dtypes else variable), state)
+  view = nnx.merge(graphdef, state)
+  if unroll_layers:
+    for _, module in nnx.iter_modules(view):
+      if isinstance(module, STTransformer):
+        module.scan_layers = False
+  return view
 
 
 def init_state(dynamics: DynamicsModel, prompt_tokens: jax.Array, prompt_actions: jax.Array,
@@ -126,11 +171,14 @@ def _slide(dynamics: DynamicsModel, state: WorldState) -> WorldState:
 
 
 def next_frame(dynamics: DynamicsModel, state: WorldState, action: jax.Array, rng: jax.Array, *,
-               steps: int, temperature: float, gumbel_scale: float):
+               steps: int, temperature: float, gumbel_scale: float, unroll: bool = False,
+               cast_weights: bool = False, unroll_layers: bool = False):
   """Generates the frame that follows `action` (int [B], the transition from the last frame).
+  cast_weights, unroll_layers: inference_view's (the same values, fewer kernels).
 
   Returns (new WorldState, tokens int32 [B, S]).
   """
+  dynamics = inference_view(dynamics, cast_weights=cast_weights, unroll_layers=unroll_layers)
   b, t_max, s = state.tokens.shape
   state = jax.lax.cond(state.length >= t_max, lambda st: _slide(dynamics, st), lambda st: st, state)
   position = state.length
@@ -151,7 +199,7 @@ def next_frame(dynamics: DynamicsModel, state: WorldState, action: jax.Array, rn
 
   frame = maskgit_decode(logits_fn, rng, batch=b, num_tokens=s, mask_id=dynamics.mask_id,
                          steps=steps, temperature=temperature, gumbel_scale=gumbel_scale,
-                         code_levels=dynamics.code_levels)
+                         code_levels=dynamics.code_levels, unroll=unroll)
   tokens = jax.lax.dynamic_update_slice_in_dim(state.tokens, frame[:, None], position, axis=1)
   cache = state.cache
   if cache is not None:  # the finished frame's keys/values join the cache
@@ -181,12 +229,13 @@ def next_frame_predictions(dynamics: DynamicsModel, tokens: jax.Array, actions: 
 
 
 def rollout(dynamics: DynamicsModel, state: WorldState, actions: jax.Array, rng: jax.Array, *,
-            steps: int, temperature: float, gumbel_scale: float):
-  """actions int [B, N] -> (final WorldState, tokens int32 [B, N, S]); one compiled scan."""
+            steps: int, temperature: float, gumbel_scale: float, **speed):
+  """actions int [B, N] -> (final WorldState, tokens int32 [B, N, S]); one compiled scan.
+  `speed`: next_frame's unroll / cast_weights / unroll_layers."""
   def body(st, inputs):
     action, key = inputs
     return next_frame(dynamics, st, action, key, steps=steps, temperature=temperature,
-                      gumbel_scale=gumbel_scale)
+                      gumbel_scale=gumbel_scale, **speed)
 
   keys = jax.random.split(rng, actions.shape[1])
   state, frames = jax.lax.scan(body, state, (actions.T, keys))

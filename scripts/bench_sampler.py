@@ -3,7 +3,8 @@ and many worlds stepped as one batch through the Genie API (what play and an age
 
     python scripts/bench_sampler.py [--frames 5] [--context 15] [--batch 1] [--shapes jasmine|paper]
         [--patch P] [--dtype bfloat16] [--attention auto|xla|cudnn|pallas_tpu]
-        [--env_batches 1,16] [--compare_unrolled] [--json out.json]
+        [--env_batches 1,16] [--compare_unrolled] [--variants base,cast_weights+unroll_layers]
+        [--skip_recompute] [--profile DIR] [--json out.json]
 
 Shapes (experiments/coinrun.py): jasmine (default) is Jasmine's CoinRun dynamics (d512, 6
 blocks, 8 heads, patch 16: 16 tokens + 1 action token per frame, 25 MaskGIT steps);
@@ -21,6 +22,15 @@ to the host. With the default context (window - 1) every timed step slides the w
 the steady state of play, not its cheaper first frames.
 Prints frames/s per world and in total for each B. Parameters are random: the speed of a
 forward pass does not depend on training.
+
+`--variants` times the cached frame and the environment once per variant, in the same
+run: `base` (the config as it is), `off`, or a '+'-joined set of config.sampling's speed
+switches to turn on (the others off), which change how a frame is computed and not its
+values: `unroll` (the MaskGIT steps as straight-line code instead of a device loop),
+`cast_weights` (on by default) and `unroll_layers` (sampling.inference_view). `--profile DIR` traces 3 environment steps of each variant at
+the smallest `--env_batches` into DIR and prints where their device time went
+(genie_jax/trace_summary.py), beside their wall time: device time far below wall time means
+the step waits on kernel launches and loop control, not on the GPU's arithmetic.
 """
 import argparse
 import json
@@ -35,7 +45,7 @@ import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from experiments import coinrun  # noqa: E402
-from genie_jax import benchmark, parallel, sampling  # noqa: E402
+from genie_jax import benchmark, parallel, sampling, trace_summary  # noqa: E402
 from genie_jax.genie import Genie  # noqa: E402
 from genie_jax.models import attention, build  # noqa: E402
 
@@ -64,10 +74,27 @@ def random_genie(config, steps: int) -> Genie:
                mesh=parallel.make_mesh(data=1, devices=jax.devices()[:1]), steps=steps)
 
 
-def env_frames_per_second(genie: Genie, batch: int, frames: int, context: int) -> float:
+PROFILED_STEPS = 3
+SPEED_SWITCHES = tuple(sampling.SPEED_DEFAULTS)  # config.sampling's; the same values
+
+
+def variant_switches(name: str) -> dict:
+  """'base' -> {} (the config as it is); 'off' -> every switch off; 'cast_weights+unroll_layers'
+  -> those two on, the others off."""
+  if name == "base":
+    return {}
+  switches = [] if name == "off" else name.split("+")
+  unknown = sorted(set(switches) - set(SPEED_SWITCHES))
+  if unknown:
+    raise SystemExit(f"--variants: unknown switch(es) {unknown}; choose from base, off or {list(SPEED_SWITCHES)}")
+  return {switch: switch in switches for switch in SPEED_SWITCHES}
+
+
+def env_frames_per_second(genie: Genie, batch: int, frames: int, context: int, profile_dir: str = "") -> float:
   """Total frames/s of `batch` worlds stepped together (compile excluded), each prompted
   with `context` frames: with the default 15 of a 16-frame window, the first step fills
-  the window and every timed step slides it, as play does once it has run a while."""
+  the window and every timed step slides it, as play does once it has run a while.
+  With `profile_dir`, 3 more steps are traced there and their summary printed."""
   rng = np.random.default_rng(0)
   h, w, _ = genie.frame_shape
   state = genie.start(rng.integers(0, 256, (batch, context, h, w, 3), dtype=np.uint8))
@@ -77,7 +104,19 @@ def env_frames_per_second(genie: Genie, batch: int, frames: int, context: int) -
   start = time.perf_counter()
   for i in range(2, frames + 2):  # each step returns its frames on the host, as an environment does
     state, _ = genie.step(state, actions[i], seed=i)
-  return batch * frames / (time.perf_counter() - start)
+  fps = batch * frames / (time.perf_counter() - start)
+  if profile_dir:
+    try:  # a profiler that cannot start loses the profile, not the timing
+      with jax.profiler.trace(profile_dir):
+        start = time.perf_counter()
+        for i in range(PROFILED_STEPS):
+          state, _ = genie.step(state, actions[i], seed=frames + 2 + i)
+        wall = (time.perf_counter() - start) / PROFILED_STEPS
+      print(f"profile of {batch} world(s), {wall * 1000:.2f} ms of wall time per step (traced):\n"
+            + trace_summary.summary(trace_summary.latest_trace(profile_dir), steps=PROFILED_STEPS), flush=True)
+    except Exception as error:
+      print(f"no profile: {type(error).__name__}: {str(error)[:300]}", flush=True)
+  return fps
 
 
 def main():
@@ -94,6 +133,10 @@ def main():
   parser.add_argument("--skip_model", action="store_true", help="only the environment part")
   parser.add_argument("--compare_unrolled", action="store_true",
                       help="also time the cached step with config.scan_layers=False")
+  parser.add_argument("--variants", default="base",
+                      help="comma list: base, off, or '+'-joined switches of " + ", ".join(SPEED_SWITCHES))
+  parser.add_argument("--skip_recompute", action="store_true", help="do not time the recompute path")
+  parser.add_argument("--profile", default="", help="trace 3 environment steps of the smallest batch into this folder")
   parser.add_argument("--json", default="", help="also write the results to this JSON file")
   args = parser.parse_args()
 
@@ -105,6 +148,9 @@ def main():
   if not 1 <= args.context < window:
     parser.error(f"--context must be in 1..{window - 1} (the window is {window} frames)")
   env_batches = [int(b) for b in args.env_batches.split(",") if b]
+  variants = [v for v in args.variants.split(",") if v]
+  for name in variants:
+    variant_switches(name)  # a typo stops the run before anything compiles
   device = jax.devices()[0]
   dynamics = build.make_dynamics(config, nnx.Rngs(0))
   tokens_per_frame = dynamics.tokens_per_frame
@@ -127,17 +173,25 @@ def main():
                                                          cached=cached))(params, prompt[:, :context],
                                                                          prompt_actions[:, :context])
 
-    recompute, _ = seconds_per_frame(graphdef, params, state(graphdef, args.context, False), kw, args.frames)
+    print(f"batch {args.batch}:")
+    if not args.skip_recompute:
+      recompute, _ = seconds_per_frame(graphdef, params, state(graphdef, args.context, False), kw, args.frames)
+      print(f"recompute, {args.context} context frames: {recompute:.3f} s/frame")
+      results["recompute_s"] = recompute
     cached, compiled = seconds_per_frame(graphdef, params, state(graphdef, args.context, True), kw, args.frames)
     sliding, _ = seconds_per_frame(graphdef, params, state(graphdef, window, True), kw, args.frames)
-    print(f"batch {args.batch}:")
-    print(f"recompute, {args.context} context frames: {recompute:.3f} s/frame")
-    print(f"cached,    {args.context} context frames: {cached:.3f} s/frame  ({recompute / cached:.1f}x faster "
-          f"than recompute, {args.batch / cached:.1f} frames/s; {benchmark.peak_memory(compiled, device)})")
+    versus = "" if args.skip_recompute else f"{results['recompute_s'] / cached:.1f}x faster than recompute, "
+    print(f"cached,    {args.context} context frames: {cached:.3f} s/frame  ({versus}{args.batch / cached:.1f} "
+          f"frames/s; {benchmark.peak_memory(compiled, device)})")
     print(f"cached, window full (slide + re-encode {window - 1} frames): {sliding:.3f} s/frame "
           f"({args.batch / sliding:.1f} frames/s)", flush=True)
-    results.update(batch=args.batch, context=args.context, recompute_s=recompute, cached_s=cached,
-                   window_full_s=sliding)
+    results.update(batch=args.batch, context=args.context, cached_s=cached, window_full_s=sliding)
+    for name in variants[1:] if variants[0] == "base" else variants:
+      faster, _ = seconds_per_frame(graphdef, params, state(graphdef, window, True),
+                                    dict(kw, **variant_switches(name)), args.frames)
+      results[f"window_full_s_{name}"] = faster
+      print(f"cached, window full, {name}: {faster:.4f} s/frame ({args.batch / faster:.1f} frames/s) -> "
+            f"{sliding / faster:.2f}x the config's speed", flush=True)
     if args.compare_unrolled:
       config.scan_layers = False
       unrolled_graphdef = nnx.graphdef(nnx.eval_shape(lambda: build.make_dynamics(config, nnx.Rngs(0))))
@@ -146,18 +200,29 @@ def main():
       config.scan_layers = True
       results["cached_unrolled_s"] = unrolled
       print(f"cached, unrolled layers: {unrolled:.3f} s/frame -> the scan is {unrolled / cached:.2f}x faster")
-  if env_batches:
+    if args.json:
+      with open(args.json, "w") as f:
+        json.dump(results, f, indent=2)
+  base_sampling = dict(config.sampling)
+  for name in variants if env_batches else ():
+    config.sampling.update(base_sampling)
+    config.sampling.update(variant_switches(name))  # read by Genie when it is built
     genie = random_genie(config, args.steps)
-    results["env_frames_per_second"] = {}
+    key = "env_frames_per_second" + ("" if name == "base" else f"_{name}")
+    results[key] = {}
     for batch in env_batches:
-      fps = env_frames_per_second(genie, batch, args.frames, args.context)
-      results["env_frames_per_second"][batch] = fps
-      print(f"environment, {batch:3d} world(s) stepped as one batch: {fps:7.2f} frames/s in total, "
-            f"{fps / batch:.2f} per world", flush=True)
+      profile_dir = (os.path.join(args.profile, f"env_b{batch}_{name.replace('+', '_')}")
+                     if args.profile and batch == min(env_batches) else "")
+      fps = env_frames_per_second(genie, batch, args.frames, args.context, profile_dir)
+      results[key][batch] = fps
+      print(f"environment, {name}, {batch:3d} world(s) stepped as one batch: "
+            f"{fps:7.2f} frames/s in total, {fps / batch:.2f} per world", flush=True)
     if len(env_batches) > 1:
       lo, hi = min(env_batches), max(env_batches)
-      print(f"batch {hi} vs {lo}: {results['env_frames_per_second'][hi] / results['env_frames_per_second'][lo]:.1f}x "
-            "the total frames/s")
+      print(f"batch {hi} vs {lo}: {results[key][hi] / results[key][lo]:.1f}x the total frames/s", flush=True)
+    if args.json:  # after each variant, so a run stopped at its limit keeps what it measured
+      with open(args.json, "w") as f:
+        json.dump(results, f, indent=2)
   if args.json:
     with open(args.json, "w") as f:
       json.dump(results, f, indent=2)

@@ -10,9 +10,11 @@
 #        bash scripts/gpu_check.sh --download-wheels
 # 2. One device call: command "ONLY=... bash scripts/gpu_check.sh", carry [".whl"].
 #    ONLY: a comma list of attention, phase2, tokenizer_jasmine, tokenizer_paper,
-#    sampler, phase2_xla (all by default, run in that order). Per-step limits in seconds:
+#    sampler, phase2_xla (all by default, in that order; a list runs in its own order). Per-step limits in seconds:
 #    L_ATTENTION, L_PHASE2, L_TOKENIZER_JASMINE, L_TOKENIZER_PAPER, L_SAMPLER,
-#    L_PHASE2_XLA; the remat policies tried in turn: REMATS (tokenizer), REMATS_PHASE2.
+#    L_PHASE2_XLA; the remat policies tried in turn: REMATS (tokenizer), REMATS_PHASE2;
+#    B_PHASE2: the phase-2 steps' batch; PHASE2_FLAGS, SAMPLER_FLAGS: more flags for the phase-2
+#    bench_train run (e.g. --compare_unrolled) and for bench_sampler (e.g. --variants off,cast_weights).
 # 3. Read $OUT/gpu_check.log (everything printed), $OUT/results.json and the traces;
 #    both are rewritten after every step, so a call stopped at its limit still returns
 #    what it measured.
@@ -98,13 +100,12 @@ EOF
     [[ -n $trace ]] && gzip -c "$trace" > "$out"
   done
 }
-wanted() { [[ ",$ONLY," == *",$1,"* ]]; }
 
-if wanted attention; then
+step_attention() {
   echo "== a. fused vs XLA attention =="
   limit ${L_ATTENTION:-90} python3 scripts/attention_check.py $ATTN_FLAGS --json "$WORK/attention.json"
   echo "attention_check exit $?"; collect
-fi
+}
 
 train() {  # name limit flags...: one bench_train run, its results in $WORK/train_<name>.json
   local name=$1 seconds=$2; shift 2
@@ -115,28 +116,32 @@ train() {  # name limit flags...: one bench_train run, its results in $WORK/trai
   echo "bench_train $name exit $status"; collect
   return $status
 }
-if wanted phase2; then
-  for remat in ${REMATS_PHASE2:-none full}; do  # at B=48, remat none needed 92 GiB on an 80 GB H100
+# B_PHASE2: the phase-2 and dynamics steps' batch (default: the config's 48; at B=48 remat none
+# needed 92 GiB on an 80 GB H100, so B=36, the issue's batch, is the one that can run without remat)
+PHASE2_BATCH=${B_PHASE2:+--batch $B_PHASE2}
+step_phase2() {
+  for remat in ${REMATS_PHASE2:-none full}; do
     train "phase2_${SHAPES}_auto_$remat" ${L_PHASE2:-130} --shapes $SHAPES --attention auto \
-      --parts lam_dynamics,dynamics --remat $remat && break
+      --parts lam_dynamics,dynamics --remat $remat $PHASE2_BATCH ${PHASE2_FLAGS:-} && break
   done
-fi
-if wanted tokenizer_jasmine; then
+}
+step_tokenizer_jasmine() {
   train "tokenizer_jasmine_b$B48" ${L_TOKENIZER_JASMINE:-60} --shapes jasmine --batch $B48 --attention auto \
     --parts tokenizer
-fi
-if wanted tokenizer_paper; then
+}
+step_tokenizer_paper() {
   for remat in ${REMATS:-none qkv full}; do  # b1: the cheapest remat policy that fits
     train "tokenizer_${SHAPES}_$remat" ${L_TOKENIZER_PAPER:-150} --shapes $SHAPES --attention auto --parts tokenizer \
       --remat $remat && break
   done
-fi
-
-if wanted sampler; then
+}
+step_sampler() {
   echo "== c. sampler and environment, shapes $SHAPES, $DTYPE, attention auto =="
+  # SAMPLER_FLAGS: more flags, e.g. --variants off,cast_weights --skip_recompute
   limit ${L_SAMPLER:-90} python3 scripts/bench_sampler.py --shapes $SHAPES --dtype $DTYPE --attention auto \
-    --frames $STEPS --env_batches 1,16 --json "$WORK/sampler_auto.json"
-  status=$?
+    --frames $STEPS --env_batches 1,16 --profile "$WORK/prof_sampler" ${SAMPLER_FLAGS:-} \
+    --json "$WORK/sampler_auto.json"
+  local status=$?
   echo "bench_sampler exit $status"; collect
   if [[ $status != 0 ]]; then  # still measure the environment path if a fused kernel failed there
     echo "== c'. the same with attention xla =="
@@ -144,11 +149,13 @@ if wanted sampler; then
       --env_batches 1,16 --json "$WORK/sampler_xla.json"
     echo "bench_sampler (xla) exit $?"; collect
   fi
-fi
-
-if wanted phase2_xla; then
+}
+step_phase2_xla() {
   echo "== d. the phase-2 step with XLA attention (the baseline of b2) =="
-  train "phase2_${SHAPES}_xla" ${L_PHASE2_XLA:-60} --shapes $SHAPES --attention xla --parts lam_dynamics
-fi
+  train "phase2_${SHAPES}_xla" ${L_PHASE2_XLA:-60} --shapes $SHAPES --attention xla --parts lam_dynamics $PHASE2_BATCH
+}
+for step in ${ONLY//,/ }; do  # in ONLY's order, so a call can put first what matters most
+  "step_$step"
+done
 ls -la "$OUT"
 date -u

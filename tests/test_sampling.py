@@ -180,3 +180,39 @@ def test_actions_change_the_rollout_of_a_model_trained_to_obey_them():
     assert accuracy > 0.9, f"action {a}: rollout follows the rule for only {accuracy:.0%} of tokens"
     rollouts[a] = np.asarray(out)
   assert not np.array_equal(rollouts[0], rollouts[1]) and not np.array_equal(rollouts[1], rollouts[2])
+
+
+def test_speed_switches_give_the_same_frames_and_leave_the_model_as_it_was():
+  """config.sampling's unroll / cast_weights / unroll_layers change how a frame is computed,
+  not its values: a bf16 model's rollout through the slide (where the weight casts and the
+  layer scan run inside the MaskGIT loop) gives the same tokens with each, the cast view's
+  logits are bitwise those of the model, and the caller's module keeps its float32 weights
+  and its scan."""
+  window = 4
+  dyn = DynamicsModel(num_codes=16, tokens_per_frame=6, max_frames=window, dim=32, num_layers=2, num_heads=4,
+                      num_actions=3, action_conditioning="token", rngs=nnx.Rngs(3), dtype=jnp.bfloat16)
+  prompt = jax.random.randint(jax.random.PRNGKey(0), (2, 2, 6), 0, 16)
+  actions = jax.random.randint(jax.random.PRNGKey(2), (2, 5), 0, 3)
+  kw = dict(steps=4, temperature=1.0, gumbel_scale=1.0)
+
+  @functools.partial(jax.jit, static_argnums=(0, 1, 2))
+  def run(unroll, cast_weights, unroll_layers):
+    state = sampling.init_state(dyn, prompt, jnp.array([[3, 1], [3, 2]]), max_frames=window)
+    return sampling.rollout(dyn, state, actions, jax.random.PRNGKey(5), unroll=unroll, cast_weights=cast_weights,
+                            unroll_layers=unroll_layers, **kw)[1]
+
+  reference = np.asarray(run(False, False, False))
+  for switches in [(True, False, False), (False, True, False), (False, True, True)]:
+    np.testing.assert_array_equal(run(*switches), reference, err_msg=f"unroll, cast_weights, unroll_layers = {switches}")
+
+  state = sampling.init_state(dyn, prompt, jnp.array([[3, 1], [3, 2]]), max_frames=window)
+  masked = jnp.full((2, 1, 6), dyn.mask_id, jnp.int32)
+  view = sampling.inference_view(dyn, cast_weights=True)
+  logits, _ = dyn.step(masked, actions[:, :1], state.cache, state.length)
+  view_logits, _ = view.step(masked, actions[:, :1], state.cache, state.length)
+  np.testing.assert_array_equal(view_logits, logits)
+  kernels = [m.kernel[...] for _, m in nnx.iter_modules(view) if isinstance(m, sampling._CAST_AT_CALL)]
+  assert kernels and all(k.dtype == jnp.bfloat16 for k in kernels)
+  originals = [m.kernel[...] for _, m in nnx.iter_modules(dyn) if isinstance(m, sampling._CAST_AT_CALL)]
+  assert all(k.dtype == jnp.float32 for k in originals)
+  assert dyn.transformer.scan_layers and not sampling.inference_view(dyn, unroll_layers=True).transformer.scan_layers
