@@ -1,11 +1,22 @@
-"""Forces 8 simulated CPU devices before JAX starts, runs the suite under tcmalloc where it is
-installed, and builds small datasets once."""
+"""Simulates 2 CPU devices before JAX starts (the tests marked `eight_devices` run in a pytest
+of their own with 8), runs the suite under tcmalloc where it is installed, and builds small
+datasets once.
+
+Why 2 and not 8 for everything: XLA's CPU client gives itself max(cores, devices) threads,
+so 8 simulated devices on a 2-core machine run every compiled program on 8 threads that
+share 2 cores. test_train.py and test_evals.py (28 tests, one process) took 307 s with 8
+devices and 262 s with 2, back to back (README, Set-up). Only the 2 x 2 x 2 mesh tests
+need 8; GENIE_JAX_TEST_DEVICES sets the count.
+"""
 import atexit
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 
-os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
+_DEVICES = int(os.environ.get("GENIE_JAX_TEST_DEVICES", "2"))
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={_DEVICES}").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
@@ -16,8 +27,9 @@ def pytest_configure(config):
   """Runs the suite under tcmalloc where it is installed, as the training commands run
   (genie_jax/allocator.py): pytest starts again with the same arguments, before it has
   collected a test. Then the compilation cache."""
-  del config  # pytest has lifted its capture of fds 1 and 2 by now, so the new process
-  # writes to the terminal
+  config.addinivalue_line("markers", "eight_devices: needs 8 simulated CPU devices (a 2 x 2 x 2 mesh); runs in a "
+                          "pytest of its own when this one has fewer")
+  # pytest has lifted its capture of fds 1 and 2 by now, so the new process writes to the terminal
   from genie_jax import allocator
   allocator.relaunch_with_tcmalloc()  # returns only where it does not relaunch
   # A compilation cache for this session only: many tests compile the same program again
@@ -48,12 +60,27 @@ _SLOWEST_FIRST = ("test_world_control.py::test_lam_recovers_the_true_actions",
 
 
 def pytest_collection_modifyitems(config, items):
-  del config
-
   def rank(item):
     return next((i for i, prefix in enumerate(_SLOWEST_FIRST) if prefix in item.nodeid), len(_SLOWEST_FIRST))
 
   items.sort(key=rank)  # stable: the rest keep their order
+  if _DEVICES < 8:
+    for item in items:
+      if item.get_closest_marker("eight_devices"):
+        item.runtest = _in_an_eight_device_pytest(item.nodeid, str(config.rootpath))
+
+
+def _in_an_eight_device_pytest(nodeid: str, rootdir: str):
+  """A test body that runs `nodeid` in a child pytest with 8 simulated devices and fails with
+  its output if it does not pass (JAX fixes the device count when it starts)."""
+  def run():
+    child = subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider", nodeid],
+                           cwd=rootdir, env={**os.environ, "GENIE_JAX_TEST_DEVICES": "8"},
+                           capture_output=True, text=True, timeout=900)
+    if child.returncode != 0 or " passed" not in child.stdout:
+      pytest.fail(f"{nodeid} with 8 devices, in a pytest of its own (exit {child.returncode}):\n"
+                  f"{child.stdout[-4000:]}\n{child.stderr[-2000:]}", pytrace=False)
+  return run
 
 
 @pytest.fixture(scope="session")

@@ -78,6 +78,7 @@ def test_pallas_gradients_match_xla(case):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.eight_devices
 def test_pallas_under_a_mesh_runs_in_shard_map_and_agrees():
   """On 8 devices split data x fsdp x tensor, the kernel runs per shard (batch over data
   and fsdp, heads over tensor) and gives the single-device values."""

@@ -179,6 +179,7 @@ def test_datasets_of_either_array_encoding_give_the_same_batches(sprites_dir, tm
     sprites.build(data_dir=str(tmp_path / "bad"), episodes=1, eval_episodes=1, max_steps=20, array_encoding="png")
 
 
+@pytest.mark.eight_devices
 def test_batches_are_global_arrays_on_the_mesh(sprites_dir):
   from genie_jax import parallel
   mesh = parallel.make_mesh(data=2, fsdp=2, tensor=2)

@@ -1,4 +1,4 @@
-"""The trainer on 8 simulated CPU devices: learning, mesh equivalence, exact resume,
+"""The trainer on simulated CPU devices (2; the mesh test 8): learning, mesh equivalence, exact resume,
 recovery from a killed save, NaN detection, and phase 2's tokenizer check."""
 import json
 import os
@@ -48,6 +48,7 @@ def test_tokenizer_loss_falls_on_coinrun(coinrun_dir, tmp_path):
   assert curve[40] < 0.5 * curve[5]
 
 
+@pytest.mark.eight_devices
 def test_one_device_and_2x2x2_mesh_agree(sprites_dir, tmp_path):
   losses = []
   for i, mesh in enumerate([dict(data=1, fsdp=1, tensor=1, num_devices=1),
