@@ -202,7 +202,7 @@ def test_speed_switches_give_the_same_frames_and_leave_the_model_as_it_was():
                             unroll_layers=unroll_layers, **kw)[1]
 
   reference = np.asarray(run(False, False, False))
-  for switches in [(True, False, False), (False, True, False), (False, True, True)]:
+  for switches in [(True, False, False), (False, True, True)]:  # cast alone: the bitwise logits below
     np.testing.assert_array_equal(run(*switches), reference, err_msg=f"unroll, cast_weights, unroll_layers = {switches}")
 
   state = sampling.init_state(dyn, prompt, jnp.array([[3, 1], [3, 2]]), max_frames=window)
