@@ -134,8 +134,12 @@ def inference_view(dynamics: DynamicsModel, *, cast_weights: bool = False,
   if cast_weights:  # on the state, not by assigning to the module's Params (which may belong to an outer trace)
     dtypes = {path + (name,): module.dtype for path, module in nnx.iter_modules(dynamics)
               if isinstance(module, _CAST_AT_CALL) for name in ("kernel", "bias")}
-    state = nnx.map_state(lambda path, variable: (variable.replace(variable[...].astype(dtypes[path]))
-                                                  if path in dtypes else variable), state)
+
+    def cast(path, variable):  # float32 weights of a float32 layer stay as they are
+      if path in dtypes and variable[...].dtype != dtypes[path]:
+        return variable.replace(variable[...].astype(dtypes[path]))
+      return variable
+    state = nnx.map_state(cast, state)
   view = nnx.merge(graphdef, state)
   if unroll_layers:
     for _, module in nnx.iter_modules(view):
