@@ -65,6 +65,11 @@ def procgen_env_class():
   return procgen.ProcgenGym3Env
 
 
+def _check_hold_mean(hold_mean: float) -> None:
+  if hold_mean < 1:
+    raise ValueError(f"hold_mean must be at least 1 (steps a key is held on average), got {hold_mean}")
+
+
 def generate_episodes(*, split: str, episodes: int, max_steps: int, num_levels: int, seed: int,
                       num_envs: int = 4, progress: bool = True, hold_mean: float = 1.0):
   """Yields `records.Episode`s of at most `max_steps` frames from `num_envs` parallel envs.
@@ -74,8 +79,7 @@ def generate_episodes(*, split: str, episodes: int, max_steps: int, num_levels: 
   steps of that mean (the `held` policy). The policy is seeded, so the same arguments give
   the same episodes (and hold_mean=1 the random policy's, draw for draw).
   """
-  if hold_mean < 1:
-    raise ValueError(f"hold_mean must be at least 1 (steps a key is held on average), got {hold_mean}")
+  _check_hold_mean(hold_mean)
   ProcgenGym3Env = procgen_env_class()
 
   start_level, _ = level_range(split=split, seed=seed, num_levels=num_levels)
@@ -149,8 +153,8 @@ def build(*, data_dir: str, episodes: int, eval_episodes: int, max_steps: int, n
           skipped: list | None = None, array_encoding: str = "bytes", hold_mean: float = HOLD_MEAN):
   if policy not in POLICIES:
     raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
-  if policy == "held" and hold_mean < 1:  # before anything is written
-    raise ValueError(f"hold_mean must be at least 1 (steps a key is held on average), got {hold_mean}")
+  if policy == "held":
+    _check_hold_mean(hold_mean)  # here too: generate_episodes, a generator, checks only once writing has begun
   counts = {"train": episodes, "validation": eval_episodes, "test": eval_episodes}
   def split_fn(split):
     if policy == "expert":

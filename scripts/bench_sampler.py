@@ -159,6 +159,11 @@ def main():
         f"heads, {tokens_per_frame}{extra} tokens/frame, {args.steps} MaskGIT steps, {args.dtype}, "
         f"{device.device_kind} ({device.platform}), attention {attention.describe(args.attention, device=device)}",
         flush=True)
+  def save():  # --json, rewritten as each part ends
+    if args.json:
+      with open(args.json, "w") as f:
+        json.dump(results, f, indent=2)
+
   results = {"device": device.device_kind, "dtype": args.dtype, "attention": args.attention,
              "tokens_per_frame": tokens_per_frame, "maskgit_steps": args.steps}
   if not args.skip_model:
@@ -186,7 +191,7 @@ def main():
     print(f"cached, window full (slide + re-encode {window - 1} frames): {sliding:.3f} s/frame "
           f"({args.batch / sliding:.1f} frames/s)", flush=True)
     results.update(batch=args.batch, context=args.context, cached_s=cached, window_full_s=sliding)
-    for name in variants[1:] if variants[0] == "base" else variants:
+    for name in (v for v in variants if v != "base"):  # base is the timing above
       faster, _ = seconds_per_frame(graphdef, params, state(graphdef, window, True),
                                     dict(kw, **variant_switches(name)), args.frames)
       results[f"window_full_s_{name}"] = faster
@@ -200,9 +205,7 @@ def main():
       config.scan_layers = True
       results["cached_unrolled_s"] = unrolled
       print(f"cached, unrolled layers: {unrolled:.3f} s/frame -> the scan is {unrolled / cached:.2f}x faster")
-    if args.json:
-      with open(args.json, "w") as f:
-        json.dump(results, f, indent=2)
+    save()
   base_sampling = dict(config.sampling)
   for name in variants if env_batches else ():
     config.sampling.update(base_sampling)
@@ -220,12 +223,8 @@ def main():
     if len(env_batches) > 1:
       lo, hi = min(env_batches), max(env_batches)
       print(f"batch {hi} vs {lo}: {results[key][hi] / results[key][lo]:.1f}x the total frames/s", flush=True)
-    if args.json:  # after each variant, so a run stopped at its limit keeps what it measured
-      with open(args.json, "w") as f:
-        json.dump(results, f, indent=2)
-  if args.json:
-    with open(args.json, "w") as f:
-      json.dump(results, f, indent=2)
+    save()  # after each variant, so a run stopped at its limit keeps what it measured
+  save()
 
 
 if __name__ == "__main__":
