@@ -45,7 +45,8 @@ def base_config() -> ml_collections.ConfigDict:
       focus_weight=0.0,             # > 0: the error's pixels in the centre box weigh 1 + w (losses.py)
       focus_size=16,                # that box's side, in pixels (where CoinRun keeps its player)
       null_weight=0.0,              # > 0: the decoder also learns to predict with no action (lam.py)
-      soft_weight=0.0))             # > 0: the decoder also learns from the continuous latent
+      soft_weight=0.0,              # > 0: the decoder also learns from the continuous latent
+      usage_weight=0.01))           # the categorical quantizer's batch-usage term (quantizer.py)
   c.dynamics = ml_collections.ConfigDict(dict(
       dim=512, num_blocks=6, num_heads=8, head_dim=0, action_conditioning="token",
       mask_rate_min=0.5, mask_rate_max=1.0, full_mask_prob=0.0,  # P(a target frame is masked whole)

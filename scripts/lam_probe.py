@@ -1,6 +1,7 @@
 r"""Trains the latent action model alone on a sprite world and prints, every --every steps,
 what decides whether it learns actions: its held-out prediction error against copying
-the last frame, how many of its codes it uses, and how well they name the true actions.
+the last frame, how many of its codes it uses, how well they name the true actions, and
+(categorical quantizer) the mean top probability of the held-out codes, how sure they are.
 
     python scripts/lam_probe.py --data_dir runs/sprites/data --steps 800 [--oracle] \
         [--set lam.encoder_input=frames --set optim.lr=0.001 ...]
@@ -59,7 +60,9 @@ def main():
   mesh = parallel.make_mesh(data=1, devices=jax.devices()[:1])
   lam = build.make_lam(c, nnx.Rngs(c.seed))
   graphdef, params = nnx.split(lam, nnx.Param)
-  tx = state_lib.make_optimizer(c.optim, args.steps)
+  optim = c.optim.copy_and_resolve_references()
+  optim.grad_clip_scope = "global"  # one model here: its parameters share one norm
+  tx = state_lib.make_optimizer(optim, args.steps)
   opt_state = tx.init(params)
   reseed = c.lam.quantizer == "vq" and c.lam.dead_code_steps and not args.oracle
 
@@ -115,14 +118,17 @@ def main():
     params, opt_state, age, mse = train_step(params, opt_state, age, patching.to_unit_float(batch["frames"]),
                                              batch["actions"][:, :-1], jax.random.key(step))
     if step % args.every == 0 or step == args.steps:
-      actions, val_mse, _ = probe(params, video, true_val)
+      actions, val_mse, val_latents = probe(params, video, true_val)
       actions = np.asarray(actions)
+      # the categorical's latents are its probabilities: how sure each transition's code is
+      sure = (f"  top probability {float(jnp.mean(jnp.max(val_latents, axis=-1))):.3f}"
+              if c.lam.quantizer == "categorical" and not args.oracle else "")
       table = action_metrics.contingency(actions, np.asarray(true_val), lam.num_actions, len(sprite_world.ACTION_NAMES))
       print(f"step {step:5d}  train MSE {float(mse):.5f}  held-out MSE {float(val_mse):.5f} "
             f"({float(val_mse) / copy_mse:.2f} of copying)  codes used "
             f"{np.bincount(actions.ravel(), minlength=lam.num_actions).tolist()}  "
             f"accuracy {action_metrics.best_mapping_accuracy(table):.3f}  "
-            f"NMI {action_metrics.normalized_mutual_information(table):.3f}  "
+            f"NMI {action_metrics.normalized_mutual_information(table):.3f}{sure}  "
             f"({time.perf_counter() - started:.0f} s)", flush=True)
   print("held-out codes (rows) against true actions (columns: " + ", ".join(sprite_world.ACTION_NAMES) + "):")
   print(table)

@@ -361,6 +361,12 @@ def test_categorical_quantizer_is_a_straight_through_one_hot_with_a_usage_loss()
   # usage loss: 0 when the batch's mean softmax is uniform, weight * log K when one code takes all
   assert float(q(jnp.zeros((3, 4))).loss) == pytest.approx(0.0, abs=1e-6)
   assert float(q(jnp.array([[50.0, 0, 0, 0]] * 3)).loss) == pytest.approx(0.01 * np.log(4), rel=1e-3)
+  # a LAM built from a config weighs the term by its lam.usage_weight
+  cfg = sprites.get_config("lam_dynamics")
+  cfg.lam.usage_weight = 0.003
+  lam_q = build.make_lam(cfg, nnx.Rngs(0)).quantizer
+  one_code = jnp.array([[50.0] + [0.0] * (lam_q.num_codes - 1)] * 3)
+  assert float(lam_q(one_code).loss) == pytest.approx(0.003 * np.log(lam_q.num_codes), rel=1e-3)
 
 
 def test_lam_reading_change_gives_no_change_the_zero_latent():

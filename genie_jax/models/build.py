@@ -46,7 +46,8 @@ def make_lam(config, rngs: nnx.Rngs) -> LatentActionModel:
       # .get: workdirs written before these switches existed used the paper's choices
       quantizer=l.get("quantizer", "vq"), predict_delta=l.get("predict_delta", False),
       encoder_input=l.get("encoder_input", "frames"), encoder_context=l.get("encoder_context", "clip"),
-      encoder_shift=l.get("encoder_shift", False), decoder_scroll=l.get("decoder_scroll", "none"), rngs=rngs,
+      encoder_shift=l.get("encoder_shift", False), decoder_scroll=l.get("decoder_scroll", "none"),
+      usage_weight=l.get("usage_weight", 0.01), rngs=rngs,
       dtype=compute_dtype(config), remat=config.remat,
       scan_layers=config.scan_layers, attention=attention(config))
 

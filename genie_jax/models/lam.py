@@ -108,7 +108,7 @@ class LatentActionModel(nnx.Module):
                encoder_input: str = "frames", encoder_context: str = "clip",
                dtype=jnp.float32, param_dtype=jnp.float32, remat: str = "none",
                scan_layers: bool = True, attention: str = "auto", encoder_shift: bool = False,
-               decoder_scroll: str = "none"):
+               decoder_scroll: str = "none", usage_weight: float = 0.01):
     self.encoder_shift = encoder_shift
     if decoder_scroll not in DECODER_SCROLLS:
       raise ValueError(f"unknown LAM decoder_scroll {decoder_scroll!r}; choose from {DECODER_SCROLLS}")
@@ -132,7 +132,7 @@ class LatentActionModel(nnx.Module):
                                  remat=remat, scan_layers=scan_layers, attention=attention, **kw)
     # FSQ: one channel of A levels (an ordered scale of A actions)
     self.quantizer = make_quantizer(kind=quantizer, num_codes=num_actions, latent_dim=latent_dim,
-                                    fsq_levels=(num_actions,), **kw)
+                                    fsq_levels=(num_actions,), usage_weight=usage_weight, **kw)
     latent_dim = self.quantizer.code_dim
     self.to_latent = Dense(dim, latent_dim, names=("embed", "latent"), dtype=dtype, **kw)
     self.action_in = Dense(latent_dim, dim, names=("latent", "embed"), dtype=dtype, **kw)
