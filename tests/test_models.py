@@ -367,6 +367,9 @@ def test_categorical_quantizer_is_a_straight_through_one_hot_with_a_usage_loss()
   lam_q = build.make_lam(cfg, nnx.Rngs(0)).quantizer
   one_code = jnp.array([[50.0] + [0.0] * (lam_q.num_codes - 1)] * 3)
   assert float(lam_q(one_code).loss) == pytest.approx(0.003 * np.log(lam_q.num_codes), rel=1e-3)
+  cfg.lam.usage_weight = -0.01
+  with pytest.raises(ValueError, match="usage_weight"):
+    build.make_lam(cfg, nnx.Rngs(0))
 
 
 def test_lam_reading_change_gives_no_change_the_zero_latent():

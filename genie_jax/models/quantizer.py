@@ -77,6 +77,8 @@ class CategoricalQuantizer(nnx.Module):
 
   def __init__(self, *, num_codes: int, rngs: nnx.Rngs, usage_weight: float = 0.01,
                param_dtype=jnp.float32):
+    if usage_weight < 0:  # a negative weight would reward one code taking every sample
+      raise ValueError(f"the categorical quantizer's usage_weight (lam.usage_weight) must be >= 0, got {usage_weight}")
     self._num_codes = num_codes
     self.usage_weight = usage_weight
     self.offset = param(rngs, nnx.initializers.zeros, (num_codes,), ("latent",), param_dtype)
