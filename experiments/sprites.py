@@ -35,9 +35,12 @@ def get_config(arg: str = "tokenizer"):
   # the LAM reads the change, from a random shift of the clip, into a straight-through
   # categorical, and predicts the change from the code and from its probabilities (lam.py,
   # quantizer.py; README)
+  # its usage term weighs 0.002, not base's 0.01: on a world whose sprite moves fewer pixels the
+  # term outweighs the error and the codes stay unsure; 0.002 keeps the recipe's world and names
+  # the actions of a 12 px sprite at 4 px steps, where 0.01 did not (README, finding 17)
   c.lam.update(patch=16, dim=64, enc_blocks=2, dec_blocks=2, num_heads=4, num_actions=5,
                latent_dim=16, dead_code_steps=20, quantizer="categorical", predict_delta=True,
-               encoder_input="change", encoder_shift=True, soft_weight=1.0)
+               encoder_input="change", encoder_shift=True, soft_weight=1.0, usage_weight=0.002)
   # every frame a target with its true past, masked whole, one softmax per FSQ channel; each
   # token also sees the one at its place in the frame before, so the first spatial layer
   # of a masked frame has something to mix (README, finding 15)
