@@ -60,9 +60,7 @@ def main():
   mesh = parallel.make_mesh(data=1, devices=jax.devices()[:1])
   lam = build.make_lam(c, nnx.Rngs(c.seed))
   graphdef, params = nnx.split(lam, nnx.Param)
-  optim = c.optim.copy_and_resolve_references()
-  optim.grad_clip_scope = "global"  # one model here: its parameters share one norm
-  tx = state_lib.make_optimizer(optim, args.steps)
+  tx = state_lib.make_optimizer(c.optim, args.steps, one_model=True)
   opt_state = tx.init(params)
   reseed = c.lam.quantizer == "vq" and c.lam.dead_code_steps and not args.oracle
 

@@ -62,9 +62,7 @@ def train_lam(config, *, steps: int, batch_size: int = 8, seed: int = 0, episode
     sample_clips = lambda rng, b: frames[rng.integers(0, len(frames), size=b)]  # noqa: E731
   lam = build.make_lam(config, nnx.Rngs(seed))
   graphdef, params = nnx.split(lam, nnx.Param)
-  optim = config.optim.copy_and_resolve_references()
-  optim.grad_clip_scope = "global"  # one model here: its parameters share one norm
-  tx = state_lib.make_optimizer(optim, steps)
+  tx = state_lib.make_optimizer(config.optim, steps, one_model=True)
   opt_state = tx.init(params)
 
   objective = losses.lam_objective_options(config.lam)

@@ -108,7 +108,6 @@ def train_and_measure(config, *, steps: int = 600, batch_size: int = 16, seed: i
   c.data.window = WINDOW
   c.tokenizer.update(quantizer="vq", num_codes=(PATCH + 1) ** 2, patch=PATCH)  # occupancy codes
   c.dynamics.token_head = "joint"
-  c.optim.grad_clip_scope = "global"  # the dynamics model alone: its parameters share one norm
   train_tokens, train_clips = _clips(0, 150)
   val_tokens, val_clips = _clips(10_000, 16)
   train_actions, val_actions = train_clips.actions, val_clips.actions
@@ -117,7 +116,7 @@ def train_and_measure(config, *, steps: int = 600, batch_size: int = 16, seed: i
     val_actions = np.asarray(action_source(val_clips.frames), np.int32)
   dyn = build.make_dynamics(c, nnx.Rngs(seed))
   graphdef, params = nnx.split(dyn, nnx.Param)
-  tx = state_lib.make_optimizer(c.optim, steps)
+  tx = state_lib.make_optimizer(c.optim, steps, one_model=True)  # the dynamics model alone
   opt_state = tx.init(params)
   step = make_dynamics_step(c, graphdef, tx)
   rng = np.random.default_rng(seed)

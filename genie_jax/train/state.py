@@ -45,14 +45,18 @@ def clip_each_model_by_norm(max_norm: float) -> optax.GradientTransformation:
   return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
-def make_optimizer(optim, total_steps: int) -> optax.GradientTransformation:
+def make_optimizer(optim, total_steps: int, *, one_model: bool = False) -> optax.GradientTransformation:
   """AdamW (paper: beta2 0.9, wd 1e-4) with norm clipping and optional accumulation.
 
   `optim.grad_clip_scope`: "global" (one norm over every parameter, the usual) or
-  "per_model" (each top-level model its own; README, finding 15)."""
+  "per_model" (each top-level model its own; README, finding 15). `one_model`: the
+  gradients are one model's tree (the LAM or the dynamics model trained alone), so its
+  parameters share one norm whatever the scope."""
   scope = optim.get("grad_clip_scope", "global")
   if scope not in CLIP_SCOPES:
     raise ValueError(f"optim.grad_clip_scope must be one of {CLIP_SCOPES}, got {scope!r}")
+  if one_model:
+    scope = "global"
   clip = optax.clip_by_global_norm(optim.grad_clip) if scope == "global" else clip_each_model_by_norm(optim.grad_clip)
   tx = optax.chain(
       clip,
