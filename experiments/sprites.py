@@ -12,8 +12,8 @@ minutes on 2 CPU cores (README, "A world that obeys its actions").
 Phase 2 takes 3,000 steps of 8 clips: with 1,500 a 16 px sprite (`python -m data_pipelines.sprites
 ... --sprite 16`) fell just short, and 3,000 of 4 clips, the same compute, cost the 12 px world a
 seed. With 3,000 steps every sprite world tried passes (10 to 20 px, stripes, 4 px steps, two
-seeds), and the 8 px sprite in three runs of four: the run that failed is its dynamics model's,
-by seed (README, findings 18 and 19).
+seeds), and the 8 px sprite in four runs of five: the run that failed is its dynamics model's,
+which sits near the +3 dB edge there (README, findings 18 and 19).
 
 Variants: tokenizer, lam_dynamics (the recipe); paper_tokenizer, paper_lam_dynamics (the
 same sizes with the paper's choices: VQ tokens from a video encoder under plain MSE, a LAM that predicts
