@@ -74,9 +74,8 @@ def get_config(arg: str = "tokenizer"):
     # change to the dynamics model alone cost the LAM its actions (README, finding 15)
     c.optim.grad_clip_scope = "per_model"
   # the tokenizer takes twice the updates on half the clips: at equal compute, 4,000 steps of
-  # 4 clips reach 30.4 dB where 2,000 of 8 reach 29.4 (README, finding 13). Phase 2 takes 3,000
-  # steps: with 1,500 a 16 px sprite fell short (NMI 0.857, +2.658 dB) and passed with 3,000 on two
-  # seeds; 3,000 of 4 clips, the same compute, cost the 12 px world a seed (README, findings 18, 19)
+  # 4 clips reach 30.4 dB where 2,000 of 8 reach 29.4 (README, finding 13). Phase 2's 3,000 steps
+  # of 8: see the docstring
   tokenizer = c.phase == "tokenizer"
   c.train.update(steps=4000 if tokenizer else 3000, batch_size=4 if tokenizer else 8, log_every=50,
                  image_every=0, ckpt_every=400 if tokenizer else 200, eval_clips=8)

@@ -31,8 +31,8 @@ WORLDS = ("sprites", "coinrun")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/quickstart", "Where data, checkpoints and the summary go.")
 _WORLD = flags.DEFINE_enum("world", "sprites", WORLDS, "sprites: the recipe whose world obeys its "
                            "actions; coinrun: tiny models on CoinRun, a smoke test.")
-_STEPS = flags.DEFINE_integer("steps", None, "Training steps per phase (default: sprites 4000 "
-                              "tokenizer (4 clips a step) + 3000 LAM/dynamics (8), the recipe's; coinrun 400).")
+_STEPS = flags.DEFINE_integer("steps", None, "Training steps per phase (default: sprites, the recipe's "
+                              "own in experiments/sprites.py; coinrun 400).")
 _EPISODES = flags.DEFINE_integer("episodes", None, "Training episodes (default: sprites 128, coinrun 48).")
 _EVAL_CLIPS = flags.DEFINE_integer("eval_clips", None, "Held-out clips for the evaluation (default: "
                                    "sprites 64; coinrun 16, FVD too).")

@@ -66,7 +66,7 @@ def test_lam_recovers_the_true_actions_and_the_dynamics_model_obeys_its_codes():
   config = sprites.get_config("lam_dynamics")
   lam = lam_control.train_lam(config, steps=1500)
   scored = lam_control.score(lam)
-  # the recipe's 1,500 steps: NMI 0.972 with 8 simulated devices, 0.960 with one (session 16;
+  # 1,500 steps (the recipe's phase 2 until session 20, 3,000 now): NMI 0.972 with 8 simulated devices, 0.960 with one (session 16;
   # the suite now simulates 2 on 2 cores, the one device's thread count); with the usage
   # weight 0.002 (session 18) 0.962 with the suite's 2; the previous
   # recipe's LAM (cosine VQ, clip read unshifted) 0.000 at 800 steps, all on one code. At 800
